@@ -1,0 +1,211 @@
+"""gpt-oss snapshot -> GGUF: plan every tensor's type and size, then stream them into an atomic file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import gguf
+import numpy as np
+from gguf import GGMLQuantizationType as T
+
+from converters import __version__
+from converters.errors import OutputError
+from converters.gguf_meta import write_metadata
+from converters.mxfp4 import repack_hf_to_ggml
+from converters.recipes import Recipe, get_recipe
+from converters.snapshot import Snapshot
+from converters.tensor_map import FLOAT, MXFP4, OutSpec, output_specs
+from converters.tokenizer import load_vocab
+
+Progress = Callable[[int, int, str], None]      # (bytes done now, total bytes, tensor name)
+CHUNK_ELEMENTS = 1 << 23                         # rows are converted in chunks of about 8M elements
+BF16_F16_OVERFLOW = 0x4780                       # |bf16 bits| >= this is >= 65536: beyond F16's max 65504
+DISK_MARGIN = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    """One output tensor: its GGUF name, class, type, element shape (numpy order) and byte size."""
+
+    name: str
+    cls: str
+    qtype: T
+    shape: tuple[int, ...]
+    nbytes: int
+    spec: OutSpec
+    note: str = ""
+
+
+@dataclass
+class ConvertResult:
+    """What a conversion wrote."""
+
+    path: Path
+    recipe: str
+    tensors: list[PlannedTensor]
+    bytes_written: int
+    input_bytes: int
+    seconds: float
+    kept_f32: list[str] = field(default_factory=list)
+
+
+def tensor_nbytes(qtype: T, shape: tuple[int, ...]) -> int:
+    """Bytes of a tensor of this GGML type and element shape (last axis is the row)."""
+    block, size = gguf.GGML_QUANT_SIZES[qtype]
+    n = int(np.prod(shape))
+    if shape and shape[-1] % block:
+        raise ValueError(f"row length {shape[-1]} is not a multiple of {block} for {qtype.name}")
+    return n // block * size
+
+
+def _source_shape(snap: Snapshot, spec: OutSpec) -> tuple[int, ...]:
+    if spec.kind == MXFP4:
+        e, rows, nb, _ = snap.entry(spec.source + "_blocks").shape
+        rows = len(range(rows)[spec.rows]) if spec.rows else rows
+        return (e, rows, nb * 32)
+    shape = snap.entry(spec.source).shape
+    if spec.rows:
+        shape = shape[:1] + (len(range(shape[1])[spec.rows]),) + shape[2:]
+    return shape
+
+
+def _fits_f16(snap: Snapshot, spec: OutSpec) -> bool:
+    bits = snap.array(spec.source)
+    return int(np.max(bits & 0x7FFF)) < BF16_F16_OVERFLOW
+
+
+def plan_tensors(snap: Snapshot, recipe: Recipe) -> list[PlannedTensor]:
+    """The type, shape and size of every output tensor; the writer and size estimates share it."""
+    planned = []
+    for spec in output_specs(snap.hparams.layers):
+        qtype, note = recipe.type_for(spec.cls), ""
+        if spec.kind == MXFP4 and qtype != T.MXFP4:
+            raise NotImplementedError("re-quantizing experts needs llama.cpp's quantizer")
+        if qtype == T.F16 and not _fits_f16(snap, spec):
+            qtype, note = T.F32, "values exceed F16 range; kept F32"
+        shape = _source_shape(snap, spec)
+        planned.append(PlannedTensor(spec.gguf, spec.cls, qtype, shape, tensor_nbytes(qtype, shape), spec, note))
+    return planned
+
+
+def _bf16_to_f32(bits: np.ndarray) -> np.ndarray:
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def _float_chunk(bits: np.ndarray, qtype: T) -> np.ndarray:
+    if qtype == T.BF16:
+        return np.ascontiguousarray(bits)
+    values = _bf16_to_f32(bits)
+    if qtype == T.F32:
+        return values
+    if qtype == T.F16:
+        return values.astype(np.float16)
+    return gguf.quants.quantize(values, qtype)
+
+
+def _jobs(snap: Snapshot, t: PlannedTensor) -> Iterator[Callable[[], np.ndarray]]:
+    """Callables producing the tensor's bytes in file order, each bounded in memory."""
+    spec = t.spec
+    if spec.kind == MXFP4:
+        blocks, scales = snap.array(spec.source + "_blocks"), snap.array(spec.source + "_scales")
+        rows = spec.rows or slice(None)
+        for e in range(blocks.shape[0]):
+            yield lambda e=e: repack_hf_to_ggml(blocks[e, rows], scales[e, rows])
+        return
+    bits = snap.array(spec.source)
+    if spec.rows:
+        bits = bits[:, spec.rows]
+    if bits.ndim < 2:
+        yield lambda: _float_chunk(bits, t.qtype)
+        return
+    step = max(1, CHUNK_ELEMENTS // bits.shape[-1])
+    for start in range(0, bits.shape[0], step):
+        yield lambda s=start: _float_chunk(bits[s:s + step], t.qtype)
+
+
+def _check_output(out_path: Path, total: int, force: bool) -> None:
+    folder = out_path.parent
+    if out_path.exists() and not force:
+        raise OutputError(out_path, "already exists", "Pass --force to overwrite it, or choose -o")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(folder, f"cannot create the folder ({exc.strerror})") from exc
+    if not os.access(folder, os.W_OK):
+        raise OutputError(folder, "folder is not writable", "Choose another place with -o")
+    free = shutil.disk_usage(folder).free
+    if free < total + DISK_MARGIN:
+        raise OutputError(folder, f"not enough disk space: need {total / 1e9:.2f} GB (+ margin), "
+                                  f"{free / 1e9:.2f} GB free", "Free some space or choose -o elsewhere")
+
+
+def convert_checkpoint(snapshot_dir: Path, out_path: Path, recipe: str = "mxfp4", force: bool = False,
+                       progress: Progress | None = None, workers: int | None = None) -> ConvertResult:
+    """Convert a gpt-oss snapshot folder to a GGUF at out_path with the named recipe."""
+    started = time.perf_counter()
+    rec = get_recipe(recipe)
+    snap = Snapshot(Path(snapshot_dir))
+    try:
+        vocab = load_vocab(snap.folder, snap.hparams.vocab_size, snap.config)
+        planned = plan_tensors(snap, rec)
+        total = sum(t.nbytes for t in planned)
+        out_path = Path(out_path)
+        _check_output(out_path, total, force)
+        partial = out_path.with_name(out_path.name + ".partial")
+        try:
+            _write(snap, rec, vocab, planned, partial, progress, workers)
+            os.replace(partial, out_path)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        return ConvertResult(out_path, rec.name, planned, out_path.stat().st_size, snap.input_bytes(),
+                             time.perf_counter() - started, [t.name for t in planned if t.note])
+    finally:
+        snap.close()
+
+
+def _write(snap: Snapshot, rec: Recipe, vocab, planned: list[PlannedTensor], partial: Path,
+           progress: Progress | None, workers: int | None) -> None:
+    writer = gguf.GGUFWriter(partial, arch="gpt-oss")
+    repo, revision = snap.source
+    write_metadata(writer, snap.hparams, vocab, rec, repo=repo, revision=revision, version=__version__)
+    for t in planned:
+        writer.add_tensor_info(t.name, t.shape, np.dtype(np.float32), t.nbytes, raw_dtype=t.qtype)
+    writer.write_header_to_file(partial)
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    fout = writer.fout[0]
+    total, done = sum(t.nbytes for t in planned), 0
+    with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
+        for t in planned:
+            writer.write_padding(fout, fout.tell())
+            written = 0
+            for chunk in _ordered(pool, _jobs(snap, t), lookahead=2 * pool._max_workers):
+                chunk.tofile(fout)
+                written += chunk.nbytes
+                if progress:
+                    progress(chunk.nbytes, total, t.name)
+            if written != t.nbytes:
+                raise AssertionError(f"{t.name}: wrote {written} bytes, planned {t.nbytes}")
+            done += written
+    writer.write_padding(fout, fout.tell())
+    fout.flush()
+    os.fsync(fout.fileno())
+    writer.close()
+
+
+def _ordered(pool: ThreadPoolExecutor, jobs: Iterator[Callable[[], np.ndarray]], lookahead: int):
+    """Run jobs on the pool, yielding results in order with at most `lookahead` in flight."""
+    pending = []
+    for job in jobs:
+        pending.append(pool.submit(job))
+        if len(pending) >= lookahead:
+            yield pending.pop(0).result()
+    for fut in pending:
+        yield fut.result()

@@ -1,0 +1,81 @@
+"""Hugging Face tokenizer files -> the GGUF vocabulary llama.cpp needs for gpt-oss (BPE, pre-tokenizer gpt-4o)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from gguf import TokenType
+
+from converters.errors import InvalidCheckpoint
+
+PRE_TOKENIZER = "gpt-4o"        # llama.cpp's name for the o200k split regex
+TOKENIZER_MODEL = "gpt2"         # llama.cpp's byte-level BPE
+BOS_TEXT = "<|startoftext|>"
+
+
+@dataclass
+class Vocab:
+    """Tokens, their types, merges, special ids and the chat template, ready for GGUF."""
+
+    tokens: list[str]
+    types: list[int]
+    merges: list[str]
+    bos_id: int
+    eos_id: int
+    pad_id: int
+    chat_template: str | None
+
+
+def load_vocab(folder: Path, vocab_size: int, config: dict) -> Vocab:
+    """Read tokenizer.json (+ config/chat template) from a snapshot folder."""
+    path = folder / "tokenizer.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        model = data["model"]
+        vocab: dict[str, int] = model["vocab"]
+        merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidCheckpoint(path, f"not a readable BPE tokenizer.json ({exc})") from exc
+    if model.get("type") != "BPE":
+        raise InvalidCheckpoint(path, f"tokenizer model is {model.get('type')!r}, expected BPE")
+    tokens: list[str | None] = [None] * vocab_size
+    types = [int(TokenType.NORMAL)] * vocab_size
+    for text, idx in vocab.items():
+        if 0 <= idx < vocab_size:
+            tokens[idx] = text
+    for added in data.get("added_tokens", []):
+        idx = added.get("id", -1)
+        if 0 <= idx < vocab_size:
+            tokens[idx] = added["content"]
+            types[idx] = int(TokenType.CONTROL if added.get("special") else TokenType.USER_DEFINED)
+    for idx, tok in enumerate(tokens):
+        if tok is None:  # ids the tokenizer does not define: unused padding entries
+            tokens[idx], types[idx] = f"[PAD{idx}]", int(TokenType.UNUSED)
+    by_text = {t: i for i, t in enumerate(tokens)}
+    return Vocab(
+        tokens=tokens, types=types, merges=merges,
+        bos_id=int(config.get("bos_token_id") or by_text.get(BOS_TEXT, 199998)),
+        eos_id=int(_first(config.get("eos_token_id"), 200002)),
+        pad_id=int(_first(config.get("pad_token_id"), 199999)),
+        chat_template=_chat_template(folder),
+    )
+
+
+def _first(value, default: int) -> int:
+    if isinstance(value, list):
+        return value[0] if value else default
+    return default if value is None else value
+
+
+def _chat_template(folder: Path) -> str | None:
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    try:
+        cfg = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    template = cfg.get("chat_template")
+    return template if isinstance(template, str) else None

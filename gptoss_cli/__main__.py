@@ -1,0 +1,3 @@
+from gptoss_cli.cli import main
+
+main()

@@ -1,0 +1,164 @@
+"""All Rich output: consoles, progress bars, tables, JSON. Results on stdout, the rest on stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
+
+from rich.console import Console
+from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                           TransferSpeedColumn)
+from rich.table import Table
+
+
+def _color_ok(stream) -> bool:
+    return not os.environ.get("NO_COLOR") and stream.isatty()
+
+
+def _console(stream) -> Console:
+    color = _color_ok(stream)
+    # color_system=None makes Rich emit no ANSI styling at all (no_color alone still writes bold/dim).
+    return Console(file=stream, color_system="auto" if color else None, force_terminal=color or None,
+                   highlight=False, soft_wrap=not stream.isatty())
+
+
+out = _console(sys.stdout)
+err = _console(sys.stderr)
+
+
+def refresh_consoles() -> None:
+    """Re-bind the consoles to the current sys.stdout/sys.stderr (tests swap them)."""
+    global out, err
+    out, err = _console(sys.stdout), _console(sys.stderr)
+
+
+def info(message: str) -> None:
+    """A status line on stderr."""
+    err.print(message, markup=False)
+
+
+def warn(message: str) -> None:
+    """A warning line on stderr."""
+    err.print(f"warning: {message}", markup=False, style="yellow")
+
+
+def error(message: str) -> None:
+    """The one-line error of the conventions, on stderr."""
+    err.print(f"error: {message}", markup=False, style="bold red")
+
+
+def print_json(data: Any) -> None:
+    """Exactly one JSON document on stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable[Any]],
+          right: Iterable[str] = ()) -> None:
+    """Print a table of rows to stdout; columns named in `right` are right-aligned."""
+    right = set(right)
+    t = Table(title=title, title_justify="left")
+    for col in columns:
+        t.add_column(col, justify="right" if col in right else "left")
+    for row in rows:
+        t.add_row(*[str(v) for v in row])
+    out.print(t)
+
+
+@contextmanager
+def byte_progress(description: str, total: int | None = None) -> Iterator[Any]:
+    """A progress bar on stderr over bytes, with MB/s and ETA; yields advance(n_bytes, total=None, label=None)."""
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                        TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=False,
+                        disable=not err.is_terminal and not os.environ.get("GPTOSS_PROGRESS"))
+    with progress:
+        task = progress.add_task(description, total=total)
+
+        def advance(n: int, total: int | None = None, label: str | None = None) -> None:
+            progress.update(task, advance=n, total=total, description=label or description)
+
+        yield advance
+
+
+class _Transfer:
+    """Overall + per-file byte bars for parallel downloads (methods match hub.Callbacks; thread-safe)."""
+
+    def __init__(self, progress: Progress, overall: Any, done: dict[str, int]) -> None:
+        self.progress, self.overall, self.done, self.tasks = progress, overall, dict(done), {}
+
+    def start(self, name: str, total: int, done: int) -> None:
+        self.progress.update(self.overall, advance=done - self.done.get(name, 0))
+        self.done[name] = done
+        if name in self.tasks:
+            self.progress.reset(self.tasks[name], total=total, completed=done)
+        else:
+            self.tasks[name] = self.progress.add_task(f"  {name}", total=total, completed=done)
+
+    def advance(self, name: str, n: int) -> None:
+        self.done[name] = self.done.get(name, 0) + n
+        self.progress.update(self.overall, advance=n)
+        if name in self.tasks:
+            self.progress.update(self.tasks[name], advance=n)
+
+    def finish(self, name: str, size: int) -> None:
+        task = self.tasks.pop(name, None)
+        if task is not None:
+            self.progress.remove_task(task)
+        self.progress.console.print(f"  done {name} ({human_bytes(size)})", markup=False, highlight=False)
+
+    def retry(self, name: str, why: str) -> None:
+        self.progress.console.print(f"warning: {name}: {why}", markup=False, style="yellow")
+
+
+@contextmanager
+def transfer_progress(total: int, done: dict[str, int]) -> Iterator[_Transfer]:
+    """An overall bar plus one bar per active file on stderr (bytes, MB/s, ETA); `done` = bytes already here."""
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                        TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=False,
+                        disable=not err.is_terminal and not os.environ.get("GPTOSS_PROGRESS"))
+    with progress:
+        overall = progress.add_task("[bold]total", total=total, completed=sum(done.values()))
+        yield _Transfer(progress, overall, done)
+
+
+def confirm(question: str) -> bool:
+    """Ask a yes/no question on stderr; default no."""
+    err.print(f"{question} [y/N] ", markup=False, end="")
+    try:
+        return input().strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+@contextmanager
+def status(message: str) -> Iterator[None]:
+    """A transient spinner with a message on stderr while work runs (nothing when stderr is not a terminal)."""
+    if not err.is_terminal:
+        yield
+        return
+    with err.status(message):
+        yield
+
+
+def err_table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable[Any]],
+              right: Iterable[str] = ()) -> None:
+    """Like `table`, but on stderr (information printed alongside another command's result)."""
+    right = set(right)
+    t = Table(title=title, title_justify="left")
+    for col in columns:
+        t.add_column(col, justify="right" if col in right else "left")
+    for row in rows:
+        t.add_row(*[str(v) for v in row])
+    err.print(t)

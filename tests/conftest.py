@@ -1,0 +1,59 @@
+"""Shared fixtures: an isolated home, the tiny checkpoint, its GGUF, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+DATA = TESTS / "data"
+ROOT = TESTS.parent
+# openai-harmony and tiktoken load o200k_base from here instead of the network.
+os.environ["TIKTOKEN_ENCODINGS_BASE"] = str(DATA)
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory, monkeypatch) -> Path:
+    """Every test gets its own GPTOSS_HOME, state folder and HF cache."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("GPTOSS_HOME", str(home / "gptoss"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(home / "state"))
+    monkeypatch.setenv("HF_HOME", str(home / "hf"))
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.delenv("GPTOSS_DEBUG", raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A random-weight gpt-oss checkpoint (4 layers) in the official Hugging Face layout."""
+    from converters.fixture import write_checkpoint
+
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "gpt-oss-tiny", "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_checkpoint, tmp_path_factory) -> Path:
+    """The tiny checkpoint converted with the default recipe (mxfp4)."""
+    from converters.convert import convert_checkpoint
+
+    out = tmp_path_factory.mktemp("gguf") / "gpt-oss-tiny-mxfp4.gguf"
+    return convert_checkpoint(tiny_checkpoint, out, recipe="mxfp4").path
+
+
+def run_cli(*args: str, env: dict | None = None, input: str | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `gptoss ARGS...` as a user would, in a subprocess; returns the completed process."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "gptoss_cli", *args], cwd=ROOT, env=full_env,
+                          input=input, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def cli():
+    """The run_cli helper as a fixture."""
+    return run_cli
