@@ -16,7 +16,8 @@ from gguf import GGMLQuantizationType as T
 
 from converters import __version__
 from converters.errors import OutputError
-from converters.gguf_meta import write_metadata
+from converters.ggml_kernels import bf16_to_f32, quantize_rows
+from converters.gguf_meta import FastGGUFWriter, write_metadata
 from converters.mxfp4 import repack_hf_to_ggml
 from converters.recipes import Recipe, get_recipe
 from converters.snapshot import Snapshot
@@ -75,9 +76,17 @@ def _source_shape(snap: Snapshot, spec: OutSpec) -> tuple[int, ...]:
     return shape
 
 
+def _row_chunks(snap: Snapshot, name: str, elements: int = CHUNK_ELEMENTS) -> Iterator[tuple[int, int]]:
+    """(start, count) row ranges of a source tensor, each about `elements` values."""
+    shape = snap.entry(name).shape
+    rows = shape[0] if shape else 1
+    step = max(1, elements // max(1, int(np.prod(shape[1:]))))
+    return ((s, min(step, rows - s)) for s in range(0, rows, step))
+
+
 def _fits_f16(snap: Snapshot, spec: OutSpec) -> bool:
-    bits = snap.array(spec.source)
-    return int(np.max(bits & 0x7FFF)) < BF16_F16_OVERFLOW
+    return all(int(np.max(snap.read_rows(spec.source, s, n) & 0x7FFF)) < BF16_F16_OVERFLOW
+               for s, n in _row_chunks(snap, spec.source))
 
 
 def plan_tensors(snap: Snapshot, recipe: Recipe) -> list[PlannedTensor]:
@@ -94,39 +103,29 @@ def plan_tensors(snap: Snapshot, recipe: Recipe) -> list[PlannedTensor]:
     return planned
 
 
-def _bf16_to_f32(bits: np.ndarray) -> np.ndarray:
-    return (bits.astype(np.uint32) << 16).view(np.float32)
-
-
 def _float_chunk(bits: np.ndarray, qtype: T) -> np.ndarray:
     if qtype == T.BF16:
         return np.ascontiguousarray(bits)
-    values = _bf16_to_f32(bits)
-    if qtype == T.F32:
-        return values
-    if qtype == T.F16:
-        return values.astype(np.float16)
-    return gguf.quants.quantize(values, qtype)
+    values = bf16_to_f32(bits)
+    if qtype == T.F32 or values.ndim < 2:
+        return values if qtype == T.F32 else gguf.quants.quantize(values, qtype)
+    return quantize_rows(values, qtype)
 
 
 def _jobs(snap: Snapshot, t: PlannedTensor) -> Iterator[Callable[[], np.ndarray]]:
-    """Callables producing the tensor's bytes in file order, each bounded in memory."""
+    """Callables producing the tensor's bytes in file order; each reads and converts one bounded chunk."""
     spec = t.spec
+    rows = spec.rows or slice(None)
     if spec.kind == MXFP4:
-        blocks, scales = snap.array(spec.source + "_blocks"), snap.array(spec.source + "_scales")
-        rows = spec.rows or slice(None)
-        for e in range(blocks.shape[0]):
-            yield lambda e=e: repack_hf_to_ggml(blocks[e, rows], scales[e, rows])
+        blocks, scales = spec.source + "_blocks", spec.source + "_scales"
+        for e in range(snap.entry(blocks).shape[0]):
+            yield lambda e=e: repack_hf_to_ggml(snap.read_rows(blocks, e, 1)[0, rows],
+                                                snap.read_rows(scales, e, 1)[0, rows])
         return
-    bits = snap.array(spec.source)
-    if spec.rows:
-        bits = bits[:, spec.rows]
-    if bits.ndim < 2:
-        yield lambda: _float_chunk(bits, t.qtype)
-        return
-    step = max(1, CHUNK_ELEMENTS // bits.shape[-1])
-    for start in range(0, bits.shape[0], step):
-        yield lambda s=start: _float_chunk(bits[s:s + step], t.qtype)
+    for start, count in _row_chunks(snap, spec.source):
+        yield lambda s=start, n=count: _float_chunk(snap.read_rows(spec.source, s, n)[:, rows]
+                                                    if spec.rows else snap.read_rows(spec.source, s, n),
+                                                    t.qtype)
 
 
 def _check_output(out_path: Path, total: int, force: bool) -> None:
@@ -172,7 +171,7 @@ def convert_checkpoint(snapshot_dir: Path, out_path: Path, recipe: str = "mxfp4"
 
 def _write(snap: Snapshot, rec: Recipe, vocab, planned: list[PlannedTensor], partial: Path,
            progress: Progress | None, workers: int | None) -> None:
-    writer = gguf.GGUFWriter(partial, arch="gpt-oss")
+    writer = FastGGUFWriter(partial, arch="gpt-oss")
     repo, revision = snap.source
     write_metadata(writer, snap.hparams, vocab, rec, repo=repo, revision=revision, version=__version__)
     for t in planned:

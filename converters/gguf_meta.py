@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import gguf
 
 from converters.recipes import Recipe
@@ -74,3 +76,24 @@ def _vocab(w: gguf.GGUFWriter, v: Vocab) -> None:
     w.add_add_bos_token(False)
     if v.chat_template:
         w.add_chat_template(v.chat_template)
+
+
+class FastGGUFWriter(gguf.GGUFWriter):
+    """GGUFWriter whose large homogeneous arrays (201k tokens, merges, token types) pack in one pass.
+
+    The bytes are identical to GGUFWriter's: per string a little-endian uint64 length then UTF-8 bytes;
+    integer arrays as packed little-endian values.
+    """
+
+    def _pack_val(self, val, vtype, add_vtype, sub_type=None) -> bytes:
+        big = vtype == gguf.GGUFValueType.ARRAY and isinstance(val, list) and len(val) > 1024
+        if not big or self.endianess != gguf.GGUFEndian.LITTLE:
+            return super()._pack_val(val, vtype, add_vtype, sub_type)
+        head = struct.pack("<I", vtype) if add_vtype else b""
+        if all(isinstance(v, str) for v in val):
+            encoded = [v.encode("utf-8") for v in val]
+            body = b"".join(part for b in encoded for part in (struct.pack("<Q", len(b)), b))
+            return head + struct.pack("<IQ", gguf.GGUFValueType.STRING, len(val)) + body
+        if all(type(v) is int for v in val):
+            return head + struct.pack(f"<IQ{len(val)}i", gguf.GGUFValueType.INT32, len(val), *val)
+        return super()._pack_val(val, vtype, add_vtype, sub_type)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import os
 import struct
 from dataclasses import dataclass
 from math import prod
@@ -54,6 +55,7 @@ class SafetensorsFile:
         self.path = Path(path)
         self.entries, self.metadata = parse_header(self.path)
         self._mmap: mmap.mmap | None = None
+        self._fd: int | None = None
 
     def _map(self) -> mmap.mmap:
         if self._mmap is None:
@@ -62,15 +64,37 @@ class SafetensorsFile:
         return self._mmap
 
     def array(self, name: str) -> np.ndarray:
-        """The tensor as a read-only numpy view of the mapped file (no copy)."""
+        """The tensor as a read-only numpy view of the mapped file (no copy; pages stay resident)."""
         entry = self.entries[name]
         dtype, _ = DTYPES[entry.dtype]
-        count = prod(entry.shape)
-        data = np.frombuffer(self._map(), dtype=dtype, count=count, offset=entry.start)
+        data = np.frombuffer(self._map(), dtype=dtype, count=prod(entry.shape), offset=entry.start)
         return data.reshape(entry.shape)
 
+    def read_rows(self, name: str, start: int = 0, count: int | None = None) -> np.ndarray:
+        """Rows [start, start+count) of the tensor's first axis, read into a fresh array (bounded memory)."""
+        entry = self.entries[name]
+        dtype, size = DTYPES[entry.dtype]
+        rows = entry.shape[0] if entry.shape else 1
+        count = rows - start if count is None else min(count, rows - start)
+        inner = entry.shape[1:] if entry.shape else ()
+        row_bytes = prod(inner) * size
+        out = np.empty((count, *inner) if entry.shape else (), dtype=dtype)
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        offset, done = entry.start + start * row_bytes, 0
+        while done < view.nbytes:
+            n = os.preadv(self._fd, [view[done:]], offset + done)
+            if n <= 0:
+                raise _fail(self.path, f"tensor {name!r}: file ended early; it is truncated")
+            done += n
+        return out
+
     def close(self) -> None:
-        """Release the mapping (views taken from it must be dropped first)."""
+        """Release the mapping and file handle (views taken from the mapping must be dropped first)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         if self._mmap is not None:
             try:
                 self._mmap.close()

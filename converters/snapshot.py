@@ -91,6 +91,10 @@ class Snapshot:
         """A source tensor as a zero-copy view of its mmapped shard."""
         return self.shards[self.weight_map[name]].array(name)
 
+    def read_rows(self, name: str, start: int = 0, count: int | None = None) -> np.ndarray:
+        """Rows [start, start+count) of a source tensor's first axis, read into memory."""
+        return self.shards[self.weight_map[name]].read_rows(name, start, count)
+
     def input_bytes(self) -> int:
         """Total bytes of all tensor data in the shards."""
         return sum(e.nbytes for f in self.shards.values() for e in f.entries.values())

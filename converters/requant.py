@@ -1,0 +1,192 @@
+"""Quantize a lossless gpt-oss GGUF with llama.cpp's own quantizer (llama_model_quantize, via llama-cpp-python).
+
+Every quantizable tensor gets an exact-name type override (llama_model_tensor_override), so the written types
+are the plan's and nothing is left to llama.cpp's mixture heuristics; `pure` keeps the rest at the default.
+The call runs in a worker thread so Ctrl-C is seen at once; llama.cpp's per-tensor log lines drive progress.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import shutil
+import threading
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from converters.errors import OutputError, RunFailure
+from converters.sizing import LOSSLESS, SizePlan, pad, quantizable
+
+Progress = Callable[[int, int, str], None]      # (bytes done now, total bytes, tensor name)
+KEY_RECIPE = b"gptoss.recipe"
+DISK_MARGIN = 256 * 1024 * 1024
+_TENSOR_LINE = re.compile(r"\[\s*\d+/\s*\d+\]\s+(\S+)")
+_STILL_RUNNING: list = []
+
+
+def quantize_file(src: Path, dst: Path, plan: SizePlan, imatrix: dict[str, np.ndarray] | None = None,
+                  threads: int | None = None, progress: Progress | None = None) -> None:
+    """Write dst from the lossless src with the plan's per-tensor types; RunFailure if llama.cpp refuses."""
+    import llama_cpp
+
+    keep = []   # ctypes buffers that must outlive the call
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.nthread = threads or 0
+    params.ftype = int(plan.spec.recipe.file_type)
+    params.allow_requantize = True      # experts arrive as MXFP4; dequantizing them is exact
+    params.quantize_output_tensor = True
+    params.pure = True
+    params.tt_overrides = _overrides(llama_cpp, plan, keep)
+    params.kv_overrides = _kv_recipe(llama_cpp, plan.spec.name, keep)
+    if imatrix:
+        params.imatrix = _imatrix(llama_cpp, imatrix, keep)
+    log = _Log(plan, progress)
+    result: list[int] = []
+
+    def work() -> None:
+        result.append(llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)))
+
+    llama_cpp.llama_log_set(log.callback, ctypes.c_void_p(0))
+    worker = threading.Thread(target=work, name="llama-quantize", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except BaseException:
+        _STILL_RUNNING.append((log, params, keep))   # C code still uses them until the process exits
+        raise
+    _restore_log(llama_cpp)
+    log.finish()
+    if result != [0]:
+        raise RunFailure(src, f"llama.cpp's quantizer failed: {log.last_error or 'no reason given'}",
+                         "Rerun with GPTOSS_DEBUG=1 to see its log")
+
+
+def _overrides(llama_cpp, plan: SizePlan, keep: list):
+    rows = [(f"^{re.escape(t.name)}$".encode(), int(t.qtype)) for t in plan.tensors if quantizable(t.name, t.shape)]
+    arr = (llama_cpp.llama_model_tensor_override * (len(rows) + 1))()
+    for i, (pattern, qtype) in enumerate(rows):
+        arr[i].pattern, arr[i].type = pattern, qtype
+    arr[len(rows)].pattern = None
+    keep.append(arr)
+    return ctypes.cast(arr, ctypes.POINTER(llama_cpp.llama_model_tensor_override))
+
+
+def _kv_recipe(llama_cpp, name: str, keep: list):
+    arr = (llama_cpp.llama_model_kv_override * 2)()
+    arr[0].tag = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_STR
+    arr[0].key = KEY_RECIPE
+    arr[0].value.val_str = name.encode()[:127]
+    arr[1].key = b""
+    keep.append(arr)
+    return ctypes.cast(arr, ctypes.POINTER(llama_cpp.llama_model_kv_override))
+
+
+def _imatrix(llama_cpp, imatrix: dict[str, np.ndarray], keep: list):
+    arr = (llama_cpp.llama_model_imatrix_data * (len(imatrix) + 1))()
+    for i, (name, values) in enumerate(imatrix.items()):
+        data = np.ascontiguousarray(values, dtype=np.float32)
+        keep.append(data)
+        arr[i].name = name.encode()
+        arr[i].data = data.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        arr[i].size = data.size
+    arr[len(imatrix)].name = None
+    keep.append(arr)
+    return ctypes.cast(arr, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
+
+
+def _restore_log(llama_cpp) -> None:
+    from llama_cpp import _logger
+
+    llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+
+
+class _Log:
+    """llama.cpp's log during quantization: '[ i/ n] name ...' lines become progress; errors are kept."""
+
+    def __init__(self, plan: SizePlan, progress: Progress | None) -> None:
+        import llama_cpp
+
+        self.sizes = {t.name: t.nbytes for t in plan.tensors}
+        self.total = sum(self.sizes.values())
+        self.progress, self.current, self.last_error, self.lines = progress, None, "", []
+        self.callback = llama_cpp.llama_log_callback(self._on_log)
+
+    def _on_log(self, level: int, text: bytes, user_data) -> None:
+        line = text.decode("utf-8", "replace")
+        if level == 3 and line.strip() and not set(line.strip()) <= set("="):
+            self.last_error = line.strip().rstrip(".")
+        if len(self.lines) < 4000:
+            self.lines.append(line)
+        m = _TENSOR_LINE.match(line.strip())
+        if m:
+            self._done()
+            self.current = m.group(1)
+
+    def _done(self) -> None:
+        if self.current and self.progress:
+            self.progress(self.sizes.get(self.current, 0), self.total, self.current)
+        self.current = None
+
+    def finish(self) -> None:
+        """Count the last tensor once the quantizer returned."""
+        self._done()
+
+
+def write_quantized(snapshot_dir: Path, out_path: Path, plan: SizePlan, imatrix: dict[str, np.ndarray] | None = None,
+                    force: bool = False, convert_progress: Progress | None = None,
+                    quant_progress: Progress | None = None, threads: int | None = None) -> Path:
+    """Snapshot -> lossless GGUF (temporary, next to the output) -> llama.cpp quantizer -> verified, renamed."""
+    from converters.convert import convert_checkpoint, tensor_nbytes
+
+    out_path = Path(out_path)
+    lossless_bytes = plan.header_bytes + sum(pad(tensor_nbytes(t.source, t.shape)) for t in plan.tensors)
+    check_output(out_path, plan.total_bytes + lossless_bytes, force)
+    lossless = out_path.with_name(f".{out_path.stem}.{LOSSLESS}.tmp.gguf")
+    partial = out_path.with_name(out_path.name + ".partial")
+    try:
+        convert_checkpoint(snapshot_dir, lossless, recipe=LOSSLESS, force=True, progress=convert_progress)
+        quantize_file(lossless, partial, plan, imatrix, threads, quant_progress)
+        verify(partial, plan)
+        os.replace(partial, out_path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        lossless.unlink(missing_ok=True)
+    return out_path
+
+
+def verify(path: Path, plan: SizePlan) -> None:
+    """GGUFReader's view of the file must match the plan: every tensor's type, and the size to the byte."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(path)
+    want = {t.name: t.qtype for t in plan.tensors}
+    got = {t.name: t.tensor_type for t in reader.tensors}
+    wrong = [f"{n}: {got.get(n)} instead of {q.name}" for n, q in want.items() if got.get(n) != q]
+    size = path.stat().st_size
+    if wrong or set(got) != set(want) or size != plan.total_bytes:
+        why = "; ".join(wrong[:3]) or f"{size} bytes instead of {plan.total_bytes}"
+        raise RunFailure(path, f"llama.cpp wrote something other than the plan ({why})",
+                         "Report this with the command line")
+
+
+def check_output(out_path: Path, need: int, force: bool) -> None:
+    """Refuse an existing output without force, an unwritable folder, or too little disk for need bytes."""
+    folder = out_path.parent
+    if out_path.exists() and not force:
+        raise OutputError(out_path, "already exists", "Pass --force to overwrite it, or choose -o")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(folder, f"cannot create the folder ({exc.strerror})") from exc
+    if not os.access(folder, os.W_OK):
+        raise OutputError(folder, "folder is not writable", "Choose another place with -o")
+    free = shutil.disk_usage(folder).free
+    if free < need + DISK_MARGIN:
+        raise OutputError(folder, f"not enough disk space: need {need / 1e9:.2f} GB (output and a temporary "
+                                  f"lossless copy), {free / 1e9:.2f} GB free", "Free some space or choose -o elsewhere")

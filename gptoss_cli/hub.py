@@ -1,0 +1,360 @@
+"""Hugging Face Hub client for `gptoss pull`: plan, disk preflight, resumable verified download.
+
+Transfers use huggingface_hub's own plain-HTTP `http_get` (Range resume, retries) into a stable
+`<etag>.incomplete` file, so an interrupted pull resumes on the next run (huggingface_hub 2.x's own
+downloads use per-process temp files that are deleted on failure, so they never resume across runs). Finished blobs land in the standard HF cache layout and
+`hf_hub_download` links them into the snapshot, so `hf`, transformers and llama.cpp tools see them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shutil
+import threading
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlparse
+
+from converters.errors import BadInputError, GptossError, OutputError, RunFailure
+
+ALLOW_NAMES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+               "special_tokens_map.json", "chat_template.jinja", "model.safetensors.index.json",
+               "model.safetensors")
+ALLOW_GLOBS = ("model-*.safetensors",)
+SPACE_MARGIN = 512 * 1024**2
+# huggingface_hub's http_get reads and writes in DOWNLOAD_CHUNK_SIZE pieces (10 MiB by default): bytes of an
+# unfinished piece are lost on a cut or Ctrl-C, and bars move in those steps. 1 MiB keeps both fine-grained.
+CHUNK_SIZE = 1 << 20
+FAKE_FREE_ENV = "GPTOSS_FAKE_FREE_BYTES"  # testing hook: pretend the target disk has this many free bytes
+
+
+class HubAccessError(BadInputError):
+    """The repo or revision is missing, gated, or the token is refused (exit 2)."""
+
+    what = "cannot access repo"
+
+
+class UnsafeFileName(BadInputError):
+    """A repo file name that would escape the target folder."""
+
+    what = "unsafe file name"
+
+
+class NotEnoughSpace(OutputError):
+    """The download does not fit on the disk."""
+
+    what = "not enough disk space"
+
+
+class HubUnavailable(RunFailure):
+    """No network, a timeout, or a server error (exit 1)."""
+
+    what = "download failed"
+
+
+class ChecksumMismatch(RunFailure):
+    """A downloaded file does not match the hub's sha256, twice."""
+
+    what = "checksum mismatch"
+
+
+def endpoint() -> str:
+    """The hub URL: $HF_ENDPOINT or https://huggingface.co (read per call, not at import)."""
+    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
+def cache_dir() -> Path:
+    """The HF hub cache: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.path.expandvars(os.environ["HF_HUB_CACHE"])).expanduser()
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
+    return Path(os.path.expandvars(str(home))).expanduser() / "hub"
+
+
+def offline() -> bool:
+    """Whether HF_HUB_OFFLINE forbids network access."""
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def resolve_token(explicit: str | None) -> str | None:
+    """--token, else $HF_TOKEN, else the token saved by `hf auth login`."""
+    if explicit:
+        return explicit
+    from huggingface_hub import get_token
+    return os.environ.get("HF_TOKEN") or get_token()
+
+
+def repo_storage(repo_id: str) -> Path:
+    """The cache folder of a model repo: <cache>/models--org--name."""
+    return cache_dir() / ("models--" + repo_id.replace("/", "--"))
+
+
+def wanted(name: str) -> bool:
+    """Whether a repo file is one a GGUF converter needs (root files only: never original/ or metal/)."""
+    return "/" not in name and (name in ALLOW_NAMES or any(fnmatch.fnmatchcase(name, g) for g in ALLOW_GLOBS))
+
+
+def check_name(name: str) -> None:
+    """Refuse repo file names that could escape the target folder."""
+    parts = name.split("/")
+    if (not name or name.startswith("/") or "\\" in name or "\0" in name or re.match(r"^[A-Za-z]:", name)
+            or any(p in ("", ".", "..") for p in parts)):
+        raise UnsafeFileName(name, "the repo lists a file name that escapes the download folder",
+                             "Refusing to download from this repo; report it to its owner")
+
+
+@dataclass
+class PlanFile:
+    """One file to pull: remote metadata plus what is already on disk."""
+
+    name: str
+    size: int
+    sha256: str | None  # LFS files
+    blob_id: str | None  # git blob sha1 (the ETag of non-LFS files)
+    present: bool = False
+    partial: int = 0
+    etag: str = ""  # the hub's ETag: sha256 for LFS files, git blob sha1 otherwise
+
+    def __post_init__(self) -> None:
+        self.etag = self.etag or self.sha256 or self.blob_id or ""
+
+
+@dataclass
+class Plan:
+    """What a pull will fetch, and where."""
+
+    repo_id: str
+    revision: str
+    commit: str
+    target: Path  # the snapshot folder (cache) or --dir
+    local_dir: Path | None
+    files: list[PlanFile]
+    skipped: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def present_bytes(self) -> int:
+        return sum(f.size if f.present else f.partial for f in self.files)
+
+    @property
+    def download_bytes(self) -> int:
+        return self.total_bytes - self.present_bytes
+
+    @property
+    def up_to_date(self) -> bool:
+        return all(f.present for f in self.files)
+
+    def to_json(self) -> dict:
+        """The plan as a JSON-ready dict."""
+        return {"repo": self.repo_id, "revision": self.revision, "commit": self.commit, "path": str(self.target),
+                "total_bytes": self.total_bytes, "present_bytes": self.present_bytes,
+                "download_bytes": self.download_bytes,
+                "skipped": {"files": len(self.skipped), "bytes": sum(s for _, s in self.skipped)},
+                "files": [{"name": f.name, "size": f.size, "sha256": f.sha256, "present": f.present,
+                           "partial_bytes": f.partial} for f in self.files]}
+
+
+def blob_path(plan: Plan, etag: str) -> Path:
+    """A blob of the plan's repo in the HF cache."""
+    return repo_storage(plan.repo_id) / "blobs" / etag
+
+
+def partial_path(plan: Plan, f: PlanFile) -> Path:
+    """Where a file's unfinished bytes live between runs (huggingface_hub's <etag>.incomplete naming)."""
+    if plan.local_dir is None:
+        return blob_path(plan, f.etag + ".incomplete")
+    return plan.local_dir / ".cache" / "huggingface" / "download" / f"{f.name}.{f.etag}.incomplete"
+
+
+def _is_present(plan: Plan, f: PlanFile) -> bool:
+    if plan.local_dir is None:
+        return (plan.target / f.name).exists()
+    from huggingface_hub._local_folder import read_download_metadata
+    meta = read_download_metadata(plan.local_dir, f.name)
+    return (plan.local_dir / f.name).is_file() and meta is not None and meta.etag == f.etag
+
+
+def make_plan(repo_id: str, revision: str | None, local_dir: Path | None, token: str | None) -> Plan:
+    """List the repo on the hub, pick the files a converter needs, and see what is already here."""
+    from huggingface_hub import HfApi
+
+    revision = revision or "main"
+    try:
+        info = HfApi(endpoint=endpoint(), token=token or False).model_info(
+            repo_id, revision=revision, files_metadata=True)
+    except Exception as exc:  # noqa: BLE001 - every hub failure becomes one typed error
+        raise translate(exc, repo_id, revision, token) from exc
+    if not info.sha:
+        raise RunFailure(repo_id, "the hub returned no commit for this revision", "Check HF_ENDPOINT")
+    files, skipped = [], []
+    for s in info.siblings or []:
+        check_name(s.rfilename)
+        size = s.lfs.size if s.lfs else (s.size or 0)
+        if wanted(s.rfilename):
+            files.append(PlanFile(s.rfilename, size, s.lfs.sha256 if s.lfs else None, s.blob_id))
+        else:
+            skipped.append((s.rfilename, size))
+    names = {f.name for f in files}
+    if "config.json" not in names or not names & {"model.safetensors.index.json", "model.safetensors"}:
+        raise BadInputError(repo_id, "not a safetensors checkpoint (no config.json or model safetensors)",
+                            "Pass 20b, 120b or a repo id of a gpt-oss model")
+    target = local_dir if local_dir is not None else repo_storage(repo_id) / "snapshots" / info.sha
+    plan = Plan(repo_id, revision, info.sha, target, local_dir, files, skipped)
+    for f in files:
+        f.present = _is_present(plan, f)
+        part = partial_path(plan, f)
+        f.partial = 0 if f.present or not part.is_file() else min(part.stat().st_size, f.size)
+        if not f.present and local_dir is None and blob_path(plan, f.etag).is_file():
+            f.partial = f.size  # same bytes already cached for another revision: only a link is missing
+    return plan
+
+
+def free_bytes(path: Path) -> int:
+    """Free bytes on the disk holding path (or its nearest existing parent); $GPTOSS_FAKE_FREE_BYTES overrides."""
+    if os.environ.get(FAKE_FREE_ENV):
+        return int(os.environ[FAKE_FREE_ENV])
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def preflight(plan: Plan, extra: int = 0) -> int:
+    """Raise NotEnoughSpace unless the download (plus `extra` bytes and a margin) fits; return free bytes."""
+    where = plan.local_dir or cache_dir()
+    free = free_bytes(where)
+    need = plan.download_bytes + extra
+    if need and free < need + SPACE_MARGIN:
+        raise NotEnoughSpace(where, f"needs {_gb(need)} plus a {_gb(SPACE_MARGIN)} margin, {_gb(free)} free",
+                             "Free some space, or pass --dir on a bigger disk")
+    return free
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def assert_gpt_oss(config_path: Path, repo_id: str) -> None:
+    """Refuse a repo whose config.json is not a gpt-oss model."""
+    try:
+        model_type = json.loads(config_path.read_text()).get("model_type")
+    except (OSError, ValueError) as exc:
+        raise BadInputError(repo_id, f"config.json is unreadable ({exc})") from exc
+    if model_type != "gpt_oss":
+        raise BadInputError(repo_id, f"config.json says model_type {model_type!r}, not 'gpt_oss'",
+                            "gptoss only handles gpt-oss models: try 20b or 120b")
+
+
+@dataclass
+class Callbacks:
+    """Progress events; called from worker threads."""
+
+    start: Callable[[str, int, int], None] = lambda name, total, done: None
+    advance: Callable[[str, int], None] = lambda name, n: None
+    finish: Callable[[str, int], None] = lambda name, size: None
+    retry: Callable[[str, str], None] = lambda name, why: None
+
+
+def download(plan: Plan, token: str | None, verify: bool = True, workers: int = 8,
+             callbacks: Callbacks | None = None) -> Path:
+    """Fetch every missing file of the plan (config.json first), verify it, link it; return the folder."""
+    from huggingface_hub import constants
+
+    from gptoss_cli.hub_transfer import fetch_file
+
+    constants.DOWNLOAD_CHUNK_SIZE = CHUNK_SIZE
+    cb = callbacks or Callbacks()
+    cancel = threading.Event()
+    todo = [f for f in plan.files if not f.present]
+    first = [f for f in todo if f.name == "config.json"]
+    try:
+        for f in first:
+            fetch_file(plan, f, token, verify, cb, cancel)
+        assert_gpt_oss(plan.target / "config.json", plan.repo_id)
+        rest = sorted((f for f in todo if f.name != "config.json"), key=lambda f: -f.size)
+        if rest:
+            pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(rest))), thread_name_prefix="pull")
+            try:
+                futures = [pool.submit(fetch_file, plan, f, token, verify, cb, cancel) for f in rest]
+                wait(futures, return_when=FIRST_EXCEPTION)
+                failed = [fu for fu in futures if fu.done() and fu.exception()]
+                if failed:
+                    raise failed[0].exception()
+            finally:
+                cancel.set()  # stops the other workers at their next chunk; their partial files stay
+                pool.shutdown(wait=True, cancel_futures=True)
+    except GptossError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every hub failure becomes one typed error
+        raise translate(exc, plan.repo_id, plan.revision, token) from exc
+    if plan.local_dir is None and plan.revision != plan.commit:
+        _write_ref(plan)
+    return plan.target
+
+
+def _write_ref(plan: Plan) -> None:
+    ref = repo_storage(plan.repo_id) / "refs" / plan.revision
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ref.with_name(ref.name + ".partial")
+    tmp.write_text(plan.commit)
+    os.replace(tmp, ref)
+
+
+def same_origin(a: str, b: str) -> bool:
+    """Whether two URLs share scheme, host and port (auth headers never leave the hub's origin)."""
+    pa, pb = urlparse(a), urlparse(b)
+    return (pa.scheme, pa.hostname, pa.port) == (pb.scheme, pb.hostname, pb.port)
+
+
+def translate(exc: BaseException, repo_id: str, revision: str | None, token: str | None) -> GptossError:
+    """Turn a huggingface_hub / httpx2 / OS exception into one typed error with a next step."""
+    import httpx2
+    from huggingface_hub import errors as he
+
+    if isinstance(exc, GptossError):
+        return exc
+    target = repo_id if revision in (None, "main") else f"{repo_id}@{revision}"
+    login = "check that your token is valid and has read access" if token else "set HF_TOKEN or pass --token"
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(exc, he.GatedRepoError):
+        return HubAccessError(target, "the repo is gated and this account has not been granted access",
+                              f"Accept its terms at {endpoint()}/{repo_id}, then {login}")
+    if isinstance(exc, he.RevisionNotFoundError):
+        return HubAccessError(target, f"revision {revision!r} does not exist", "Pass a branch, tag or commit sha")
+    if isinstance(exc, he.RepositoryNotFoundError):
+        return HubAccessError(target, "repo not found, or private and not readable with this token",
+                              f"Check the repo id; for a private repo {login}")
+    if isinstance(exc, he.OfflineModeIsEnabled):
+        return BadInputError(target, "HF_HUB_OFFLINE is set and the files are not all downloaded",
+                             "Unset HF_HUB_OFFLINE to download them")
+    if isinstance(exc, he.HfHubHTTPError) and status in (401, 403):
+        return HubAccessError(target, f"the hub refused access (HTTP {status})", login[0].upper() + login[1:])
+    if isinstance(exc, he.HfHubHTTPError):
+        return HubUnavailable(target, f"the hub answered HTTP {status}",
+                              "Try again later; a rerun resumes where this one stopped")
+    if isinstance(exc, he.LocalEntryNotFoundError) and exc.__cause__ is not None:
+        return translate(exc.__cause__, repo_id, revision, token)
+    if isinstance(exc, (httpx2.TransportError, he.LocalEntryNotFoundError)):
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return HubUnavailable(target, f"cannot reach {endpoint()} ({_scrub(first, token)})",
+                              "Check your network or HF_ENDPOINT; a rerun resumes where this one stopped")
+    if isinstance(exc, he.HFValidationError):
+        return BadInputError(repo_id, "not a valid repo id", "Use 20b, 120b or an org/name repo id")
+    if isinstance(exc, OSError) and exc.errno == 28:
+        return NotEnoughSpace(exc.filename or target, "the disk filled up during the download",
+                              "Free some space and rerun; finished bytes are kept")
+    first = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return HubUnavailable(target, _scrub(f"{type(exc).__name__}: {first}", token),
+                          "Rerun to resume; set GPTOSS_DEBUG=1 for details")
+
+
+def _scrub(text: str, token: str | None) -> str:
+    return text.replace(token, "***") if token else text

@@ -1,0 +1,79 @@
+"""Converter benchmark: gptoss vs `cp` vs llama.cpp's convert_hf_to_gguf.py on the same real-width slice."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+# gptoss recipe -> convert_hf_to_gguf.py --outtype with the matching dense type
+PEER_OUTTYPE = {"mxfp4": "q8_0", "f16": "f16", "bf16": "bf16"}
+
+
+def timed(cmd: list[str], env: dict | None = None) -> dict:
+    """Run a command; wall seconds and the child's peak RSS (MB) from wait4."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} failed:\n{stderr[-2000:]}")
+    return {"seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def peer_script(workdir: Path) -> Path:
+    """llama.cpp's convert_hf_to_gguf.py from the llama-cpp-python sdist of the installed version."""
+    from importlib.metadata import version
+
+    ver = version("llama_cpp_python")
+    root = workdir / f"llama_cpp_python-{ver}"
+    script = root / "vendor/llama.cpp/convert_hf_to_gguf.py"
+    if not script.exists():
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+                        f"llama-cpp-python=={ver}", "-d", str(workdir)], check=True)
+        with tarfile.open(next(workdir.glob(f"llama_cpp_python-{ver}.tar.gz"))) as tar:
+            tar.extractall(workdir, filter="data")
+    return script
+
+
+def input_bytes(checkpoint: Path) -> int:
+    """Bytes of the safetensors shards."""
+    return sum(p.stat().st_size for p in checkpoint.glob("*.safetensors"))
+
+
+def run(checkpoint: Path, workdir: Path, recipes=("mxfp4", "f16", "bf16")) -> dict:
+    """Time every recipe with gptoss and with the peer, and `cp` of the same bytes."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    size = input_bytes(checkpoint)
+    copy_dir = workdir / "cp"
+    shutil.rmtree(copy_dir, ignore_errors=True)
+    copy_dir.mkdir()
+    cp = timed(["cp", *map(str, sorted(checkpoint.glob("*.safetensors"))), str(copy_dir)])
+    shutil.rmtree(copy_dir)
+    script = peer_script(workdir)
+    peer_env = {"PYTHONPATH": str(script.parent / "gguf-py")}
+    rows = []
+    for recipe in recipes:
+        out = workdir / f"gptoss-{recipe}.gguf"
+        ours = timed([sys.executable, "-m", "gptoss_cli", "quantize", str(checkpoint), "--recipe", recipe,
+                      "-o", str(out), "--force"])
+        ours["out_mb"] = round(out.stat().st_size / 1e6, 1)
+        out.unlink()
+        peer_out = workdir / f"peer-{recipe}.gguf"
+        peer = timed([sys.executable, str(script), str(checkpoint), "--outtype", PEER_OUTTYPE[recipe],
+                      "--outfile", str(peer_out)], env=peer_env)
+        peer["out_mb"] = round(peer_out.stat().st_size / 1e6, 1)
+        peer_out.unlink()
+        rows.append({
+            "recipe": recipe, "gptoss": ours, "convert_hf_to_gguf": peer, "cp": cp,
+            "gptoss_mb_s": round(size / 1e6 / ours["seconds"], 1),
+            "speedup_vs_convert_hf_to_gguf": round(peer["seconds"] / ours["seconds"], 2),
+            "ratio_vs_cp": round(ours["seconds"] / cp["seconds"], 2),
+        })
+    return {"input_mb": round(size / 1e6, 1), "rows": rows}

@@ -1,0 +1,101 @@
+"""`make bench`: every benchmark in one run, printed as tables and written as JSON.
+
+    python -m tests.bench.run --out bench-out [--only convert,chat,pull,recipes]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def _slice(out: Path) -> Path:
+    """The real-width slice checkpoint (hidden 2880, 32 experts, 2 layers, real vocab), generated once."""
+    from converters.fixture import write_checkpoint
+
+    folder = out / "slice"
+    if not (folder / "config.json").exists():
+        console.print("[bold]generating the real-width slice checkpoint (~3 GB, random weights)...")
+        write_checkpoint(folder, "slice", seed=0, force=True)
+    return folder
+
+
+def bench_convert(out: Path) -> dict:
+    from tests.bench import convert_bench
+
+    result = convert_bench.run(_slice(out), out / "convert")
+    t = Table(title=f"convert: real-width slice, {result['input_mb']} MB of safetensors")
+    for col in ("recipe", "gptoss s", "MB/s", "peak RSS MB", "convert_hf_to_gguf s", "its RSS MB",
+                "speed-up", "cp s", "gptoss/cp"):
+        t.add_column(col, justify="right")
+    for r in result["rows"]:
+        g, p = r["gptoss"], r["convert_hf_to_gguf"]
+        t.add_row(r["recipe"], str(g["seconds"]), str(r["gptoss_mb_s"]), str(g["peak_rss_mb"]),
+                  str(p["seconds"]), str(p["peak_rss_mb"]), f"{r['speedup_vs_convert_hf_to_gguf']}x",
+                  str(r["cp"]["seconds"]), f"{r['ratio_vs_cp']}x")
+    console.print(t)
+    return result
+
+
+def _optional(module: str, call) -> dict:
+    try:
+        mod = importlib.import_module(f"tests.bench.{module}")
+    except ImportError as exc:
+        return {"skipped": f"{module} not available ({exc})"}
+    result = call(mod)
+    console.print_json(json.dumps(result, default=str))
+    return result
+
+
+def bench_chat(out: Path) -> dict:
+    from converters.convert import convert_checkpoint
+
+    gguf = out / "slice-mxfp4.gguf"
+    if not gguf.exists():
+        convert_checkpoint(_slice(out), gguf, "mxfp4", force=True)
+    console.print("[bold]chat: gptoss chat -p vs a bare llama-cpp-python loop (slice GGUF)")
+    return _optional("chat_bench", lambda m: m.run(gguf))
+
+
+def bench_pull(out: Path) -> dict:
+    console.print("[bold]pull: gptoss pull vs plain hf_hub_download on loopback")
+    return _optional("pull_bench", lambda m: m.run(out / "pull"))
+
+
+def bench_recipes(out: Path) -> dict:
+    console.print("[bold]recipes: size, KL and time per recipe on the slice")
+    return _optional("recipes_bench", lambda m: m.run(_slice(out), out / "recipes"))
+
+
+BENCHES = {"convert": bench_convert, "chat": bench_chat, "pull": bench_pull, "recipes": bench_recipes}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("bench-out"))
+    parser.add_argument("--only", default=",".join(BENCHES))
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for name in args.only.split(","):
+        try:
+            results[name] = BENCHES[name](args.out)
+        except Exception as exc:  # a failed benchmark is reported, the others still run
+            console.print(f"[red]{name} benchmark failed: {exc}")
+            results[name] = {"error": str(exc)}
+    (args.out / "bench.json").write_text(json.dumps(results, indent=2, default=str))
+    console.print(f"JSON: {args.out / 'bench.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
