@@ -28,11 +28,14 @@ $(VENV)/.installed: pyproject.toml
 test: install
 	$(PY) -m pytest -q
 
+# The main job offline: a tiny RANDOM-weight gpt-oss checkpoint in the official layout -> GGUF -> one-shot chat.
 demo: install
-	$(PY) -m converters.fixture $(DEMO)/checkpoint --preset tiny --force
-	GPTOSS_HOME=$(DEMO)/home $(VENV)/bin/gptoss quantize $(DEMO)/checkpoint -o $(DEMO)/demo-mxfp4.gguf --force
-	GPTOSS_HOME=$(DEMO)/home $(VENV)/bin/gptoss info $(DEMO)/demo-mxfp4.gguf
-	@echo "Note: the demo checkpoint has RANDOM weights; its chat output is gibberish by design."
+	@echo "== 1/3 writing a tiny gpt-oss checkpoint with RANDOM weights (official Hugging Face layout)"
+	$(PY) -m converters.fixture $(DEMO)/gpt-oss-tiny --preset tiny --force
+	@echo "== 2/3 gptoss quantize (default recipe mxfp4: experts bit-exact MXFP4, the rest Q8_0)"
+	GPTOSS_HOME=$(DEMO)/home XDG_STATE_HOME=$(DEMO)/state $(VENV)/bin/gptoss quantize $(DEMO)/gpt-oss-tiny --force
+	@echo "== 3/3 gptoss chat, one-shot (the weights are random: expect gibberish, the harmony plumbing is real)"
+	GPTOSS_HOME=$(DEMO)/home XDG_STATE_HOME=$(DEMO)/state $(VENV)/bin/gptoss chat -p "Say hello." --max-tokens 48 --seed 1 --json
 
 bench: install
 	$(PY) -m pip install -q -e '.[bench]'

@@ -15,6 +15,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 
 from converters import __version__
+from converters.disk import free_bytes
 from converters.errors import OutputError
 from converters.ggml_kernels import bf16_to_f32, quantize_rows
 from converters.gguf_meta import FastGGUFWriter, write_metadata
@@ -138,7 +139,7 @@ def _check_output(out_path: Path, total: int, force: bool) -> None:
         raise OutputError(folder, f"cannot create the folder ({exc.strerror})") from exc
     if not os.access(folder, os.W_OK):
         raise OutputError(folder, "folder is not writable", "Choose another place with -o")
-    free = shutil.disk_usage(folder).free
+    free = free_bytes(folder)
     if free < total + DISK_MARGIN:
         raise OutputError(folder, f"not enough disk space: need {total / 1e9:.2f} GB (+ margin), "
                                   f"{free / 1e9:.2f} GB free", "Free some space or choose -o elsewhere")

@@ -217,16 +217,6 @@ def make_plan(repo_id: str, revision: str | None, local_dir: Path | None, token:
     return plan
 
 
-def free_bytes(path: Path) -> int:
-    """Free bytes on the disk holding path (or its nearest existing parent); $GPTOSS_FAKE_FREE_BYTES overrides."""
-    if os.environ.get(FAKE_FREE_ENV):
-        return int(os.environ[FAKE_FREE_ENV])
-    path = Path(path).absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return shutil.disk_usage(path).free
-
-
 def preflight(plan: Plan, extra: int = 0) -> int:
     """Raise NotEnoughSpace unless the download (plus `extra` bytes and a margin) fits; return free bytes."""
     where = plan.local_dir or cache_dir()

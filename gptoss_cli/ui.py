@@ -71,7 +71,7 @@ def table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable[Any
     right = set(right)
     t = Table(title=title, title_justify="left")
     for col in columns:
-        t.add_column(col, justify="right" if col in right else "left")
+        t.add_column(col, justify="right" if col in right else "left", overflow="fold")
     for row in rows:
         t.add_row(*[str(v) for v in row])
     out.print(t)
@@ -158,7 +158,24 @@ def err_table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable
     right = set(right)
     t = Table(title=title, title_justify="left")
     for col in columns:
-        t.add_column(col, justify="right" if col in right else "left")
+        t.add_column(col, justify="right" if col in right else "left", overflow="fold")
     for row in rows:
         t.add_row(*[str(v) for v in row])
     err.print(t)
+
+
+@contextmanager
+def count_progress(description: str, total: int | None = None) -> Iterator[Any]:
+    """A progress bar on stderr over items (chunks, tensors) with rate and ETA; yields advance(n, total=None)."""
+    from rich.progress import MofNCompleteColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
+                        disable=not err.is_terminal and not os.environ.get("GPTOSS_PROGRESS"))
+    with progress:
+        task = progress.add_task(description, total=total)
+
+        def advance(n: int, total: int | None = None) -> None:
+            progress.update(task, advance=n, total=total)
+
+        yield advance

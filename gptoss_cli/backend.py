@@ -1,0 +1,411 @@
+"""gpt-oss on llama.cpp through llama-cpp-python's C API: load, tokenize, and a lean decode loop.
+
+The model is loaded with the low-level API rather than `llama_cpp.Llama`, because `Llama` builds its
+`llama_model_params` and loads in one step, leaving no way to set `tensor_buft_overrides` (the mechanism
+behind llama.cpp's `--cpu-moe` / `--n-cpu-moe`). The override array is built here with ctypes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import sys
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from converters.errors import BadInputError, RunFailure
+from gptoss_cli.plan import SWA_FULL
+from gptoss_cli.planning import read_metadata
+
+# llama.cpp's own pattern for expert tensors (common/common.h LLM_FFN_EXPS_REGEX); it also matches the
+# expert biases (`blk.N.ffn_gate_exps.bias`), exactly as `--cpu-moe` does.
+FFN_EXPS_REGEX = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
+GGML_BACKEND_DEVICE_TYPE_CPU = 0
+_LOG_ERROR, _LOG_CONT = 4, 5   # enum ggml_log_level (ggml.h)
+
+
+class BadModelFile(BadInputError):
+    """The file is not a gpt-oss GGUF llama.cpp can load."""
+
+    what = "cannot load model"
+
+
+class ModelLoadFailure(RunFailure):
+    """llama.cpp refused the model or context at run time (memory, unsupported tensor type)."""
+
+    what = "cannot load model"
+
+
+class ContextFull(RunFailure):
+    """The prompt does not fit the context window."""
+
+    what = "context full"
+
+
+@dataclass
+class BackendOptions:
+    """How to load the model and size the context."""
+
+    ctx_size: int = 8192
+    threads: int | None = None
+    gpu_layers: int = -1
+    flash_attn: bool = False
+    cpu_moe: bool = False
+    n_cpu_moe: int = 0
+    seed: int = -1
+    verbose: bool = False
+
+
+def expert_override_patterns(n_layers: int | None, *, cpu_moe: bool, n_cpu_moe: int) -> list[str]:
+    """Regexes for the expert tensors to keep in system RAM, as llama.cpp's --cpu-moe / --n-cpu-moe."""
+    if n_cpu_moe < 0:
+        raise BadInputError(None, f"--n-cpu-moe must be >= 0, got {n_cpu_moe}")
+    if cpu_moe or (n_layers is not None and n_cpu_moe >= n_layers):
+        return [FFN_EXPS_REGEX]
+    return [rf"blk\.{i}{FFN_EXPS_REGEX}" for i in range(n_cpu_moe)]
+
+
+def default_gpu_layers() -> int:
+    """All layers when this llama.cpp build has a GPU backend, else none."""
+    import llama_cpp
+
+    return -1 if llama_cpp.llama_supports_gpu_offload() else 0
+
+
+class _LlamaLog:
+    """llama.cpp's log sink: echoes to stderr when verbose, records lines while `capture` is a list."""
+
+    def __init__(self) -> None:
+        import llama_cpp
+
+        self.verbose = False
+        self.capture: list[str] | None = None
+        self.recent_errors: deque[str] = deque(maxlen=8)
+        self._partial = ""
+        self._cb = llama_cpp.llama_log_callback(self._on_log)  # kept alive for the process
+        llama_cpp.llama_log_set(self._cb, ctypes.c_void_p(0))
+
+    def _on_log(self, level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+        s = text.decode("utf-8", "replace") if text else ""
+        if self.verbose:
+            sys.stderr.write(s)
+        pieces = (self._partial + s).split("\n")
+        self._partial = pieces.pop()
+        for line in pieces:
+            if self.capture is not None:
+                self.capture.append(line)
+            if level == _LOG_ERROR or (level == _LOG_CONT and "error" in line):
+                self.recent_errors.append(line.strip())
+
+
+_LOG: _LlamaLog | None = None
+
+
+def _llama_log() -> _LlamaLog:
+    global _LOG
+    if _LOG is None:
+        import llama_cpp
+
+        _LOG = _LlamaLog()
+        llama_cpp.llama_backend_init()
+    return _LOG
+
+
+def _cpu_buffer_type() -> int:
+    """The CPU buffer type pointer llama.cpp compares overrides against (ggml_backend_cpu_buffer_type)."""
+    import llama_cpp
+    from llama_cpp._ctypes_extensions import load_shared_library
+
+    lib_dir = Path(llama_cpp.__file__).parent / "lib"
+    for name in ("ggml-base", "ggml-cpu", "ggml"):
+        try:
+            lib = load_shared_library(name, lib_dir)
+            fn = lib.ggml_backend_cpu_buffer_type
+        except (OSError, RuntimeError, FileNotFoundError, AttributeError):
+            continue
+        fn.argtypes, fn.restype = [], ctypes.c_void_p
+        return fn()
+    lib = load_shared_library("ggml", lib_dir)  # dynamic-backend builds: ask the CPU device
+    lib.ggml_backend_dev_by_type.argtypes, lib.ggml_backend_dev_by_type.restype = [ctypes.c_int], ctypes.c_void_p
+    dev = lib.ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU)
+    base = load_shared_library("ggml-base", lib_dir)
+    base.ggml_backend_dev_buffer_type.argtypes = [ctypes.c_void_p]
+    base.ggml_backend_dev_buffer_type.restype = ctypes.c_void_p
+    return base.ggml_backend_dev_buffer_type(dev)
+
+
+class _BuftOverride(ctypes.Structure):
+    # struct llama_model_tensor_buft_override { const char * pattern; ggml_backend_buffer_type_t buft; }
+    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
+
+
+def _override_array(patterns: list[str]) -> ctypes.Array | None:
+    """A NULL-terminated C array of overrides sending every pattern to the CPU buffer type."""
+    if not patterns:
+        return None
+    buft = _cpu_buffer_type()
+    arr = (_BuftOverride * (len(patterns) + 1))()
+    for slot, pattern in zip(arr, patterns):
+        slot.pattern, slot.buft = pattern.encode(), buft
+    return arr  # the last slot stays {NULL, NULL}; ctypes keeps the pattern bytes alive with arr
+
+
+class Backend:
+    """One loaded gpt-oss model and context; `generate` streams sampled token ids."""
+
+    def __init__(self, model_path: Path, opts: BackendOptions) -> None:
+        import llama_cpp as lc
+
+        self._lc = lc
+        self.model_path = Path(model_path)
+        self.opts = opts
+        self._model = self._ctx = None
+        self.load_log: list[str] = []
+        self._n_layers = _check_gguf(self.model_path)
+        log = _llama_log()
+        log.verbose = opts.verbose
+
+        mparams = lc.llama_model_default_params()
+        mparams.n_gpu_layers = default_gpu_layers() if opts.gpu_layers is None else opts.gpu_layers
+        if mparams.n_gpu_layers < 0:
+            mparams.n_gpu_layers = 0x7FFFFFFF if lc.llama_supports_gpu_offload() else 0
+        self._overrides = _override_array(expert_override_patterns(
+            self._n_layers, cpu_moe=opts.cpu_moe, n_cpu_moe=opts.n_cpu_moe))
+        if self._overrides is not None:
+            mparams.tensor_buft_overrides = ctypes.addressof(self._overrides)
+
+        log.capture, log.recent_errors = self.load_log, deque(maxlen=8)
+        try:
+            self._model = lc.llama_model_load_from_file(str(self.model_path).encode(), mparams)
+            if not self._model:
+                raise _load_error(self.model_path, _why(log, "llama.cpp could not load the weights"))
+            self._vocab = lc.llama_model_get_vocab(self._model)
+            self._ctx = lc.llama_init_from_model(self._model, self._context_params(opts))
+            if not self._ctx:
+                raise ModelLoadFailure(self.model_path, _why(log, "llama.cpp could not create the context"),
+                                       "Try a smaller --ctx-size, or --n-cpu-moe to free GPU memory")
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            log.capture = None
+        self.n_ctx: int = lc.llama_n_ctx(self._ctx)
+        self.n_swa: int = lc.llama_model_n_swa(self._model)
+        self._mem = lc.llama_get_memory(self._ctx)
+        self._cached: list[int] = []  # tokens whose K/V are in the cache, in order
+        self._piece = ctypes.create_string_buffer(256)
+        self.reused_tokens = 0  # prompt tokens the last generate took from the cache instead of decoding
+        self._window: tuple[list[int], int] | None = None  # saved sliding-window cache: (its tokens, bytes)
+        self._window_buf: ctypes.Array | None = None
+
+    def _context_params(self, opts: BackendOptions):
+        lc = self._lc
+        cp = lc.llama_context_default_params()
+        cp.n_ctx = opts.ctx_size
+        cp.n_batch = min(2048, opts.ctx_size)
+        cp.n_ubatch = min(512, cp.n_batch)
+        cores = os.cpu_count() or 1
+        cp.n_threads = opts.threads or max(cores // 2, 1)
+        cp.n_threads_batch = opts.threads or cores
+        if hasattr(cp, "flash_attn_type"):
+            cp.flash_attn_type = (lc.LLAMA_FLASH_ATTN_TYPE_ENABLED if opts.flash_attn
+                                  else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        else:  # llama-cpp-python before 0.3.15
+            cp.flash_attn = opts.flash_attn
+        # Only the last token's logits are ever read: saves n_vocab * n_batch * 4 bytes of buffers.
+        if hasattr(cp, "n_outputs_max"):
+            cp.n_outputs_max = 1
+        cp.no_perf = True
+        cp.swa_full = SWA_FULL
+        return cp
+
+    # --- tokens -----------------------------------------------------------------------------------
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of text; special tokens written as text (`<|start|>`) become their ids."""
+        data = text.encode("utf-8")
+        n_max = len(data) + 8
+        buf = (ctypes.c_int32 * n_max)()
+        n = self._lc.llama_tokenize(self._vocab, data, len(data), buf, n_max, False, True)
+        if n < 0:  # cannot happen for n_max > bytes, but follow the API's contract
+            buf = (ctypes.c_int32 * -n)()
+            n = self._lc.llama_tokenize(self._vocab, data, len(data), buf, -n, False, True)
+        return list(buf[:n])
+
+    def token_bytes(self, token: int) -> bytes:
+        """The raw bytes of one token; special tokens give their text (`<|end|>`)."""
+        n = self._lc.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, True)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self._lc.llama_token_to_piece(self._vocab, token, buf, -n, 0, True)
+            return buf.raw[:n]
+        return self._piece.raw[:n]
+
+    # --- generation -------------------------------------------------------------------------------
+
+    def generate(self, prompt: list[int], *, temperature: float, top_p: float, max_tokens: int,
+                 stop: set[int]) -> Iterator[int]:
+        """Sample ids after prompt, reusing the cached prefix; a stop id is yielded, then it ends."""
+        lc = self._lc
+        if not prompt:
+            raise BadInputError(None, "empty prompt")
+        if len(prompt) >= self.n_ctx:
+            raise ContextFull(None, f"the prompt is {len(prompt)} tokens, the context holds {self.n_ctx}",
+                              "Start a new conversation or raise --ctx-size")
+        sampler = self._sampler(temperature, top_p)
+        try:
+            self._feed(prompt)
+            one = (ctypes.c_int32 * 1)()
+            decode, sample, get_one = lc.llama_decode, lc.llama_sampler_sample, lc.llama_batch_get_one
+            ctx, cached, n_ctx = self._ctx, self._cached, self.n_ctx
+            for i in range(max_tokens):
+                token = sample(sampler, ctx, -1)
+                yield token
+                if token in stop or len(cached) >= n_ctx:
+                    return
+                if i == 0:
+                    self._save_window()  # here, after the first token is out, it costs no time to first token
+                one[0] = token
+                rc = decode(ctx, get_one(one, 1))
+                if rc != 0:
+                    raise RunFailure(self.model_path, f"llama_decode failed with code {rc}")
+                cached.append(token)
+        finally:
+            lc.llama_sampler_free(sampler)
+
+    def _sampler(self, temperature: float, top_p: float):
+        lc = self._lc
+        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        if temperature <= 0:
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
+            return chain
+        if top_p < 1.0:
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(top_p, 1))
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(temperature))
+        seed = lc.LLAMA_DEFAULT_SEED if self.opts.seed is None or self.opts.seed < 0 else self.opts.seed
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed))
+        return chain
+
+    def _feed(self, prompt: list[int]) -> None:
+        """Decode the part of prompt the cache lacks, leaving the last token's logits ready."""
+        lc = self._lc
+        n_past = _common_prefix(self._cached, prompt)
+        n_past = min(n_past, len(prompt) - 1)  # the last prompt token is always decoded for fresh logits
+        if not lc.llama_memory_seq_rm(self._mem, 0, n_past, -1):
+            n_past = 0
+        elif not self._swa_covers(n_past):
+            n_past = self._restore_window(prompt, n_past)
+        if n_past == 0:
+            lc.llama_memory_clear(self._mem, True)
+        del self._cached[n_past:]
+        self.reused_tokens = n_past
+        todo = prompt[n_past:]
+        arr = (ctypes.c_int32 * len(todo))(*todo)
+        step = min(2048, self.n_ctx)
+        for start in range(0, len(todo), step):
+            n = min(step, len(todo) - start)
+            ptr = ctypes.cast(ctypes.byref(arr, start * 4), ctypes.POINTER(ctypes.c_int32))
+            rc = lc.llama_decode(self._ctx, lc.llama_batch_get_one(ptr, n))
+            if rc != 0:
+                raise RunFailure(self.model_path, f"llama_decode failed on the prompt with code {rc}",
+                                 "Try a smaller --ctx-size or prompt")
+            self._cached.extend(todo[start:start + n])
+
+    def _save_window(self) -> None:
+        """Copy the sliding-window cache as it stands at the end of the prompt (llama-server's context
+        checkpoint): a reply longer than the window evicts it, and the next turn shares exactly that prefix."""
+        lc = self._lc
+        if self.n_swa <= 0 or SWA_FULL or not hasattr(lc, "llama_state_seq_get_data_ext"):
+            return
+        flags = lc.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY
+        size = lc.llama_state_seq_get_size_ext(self._ctx, 0, flags)
+        if self._window_buf is None or len(self._window_buf) < size:
+            self._window_buf = (ctypes.c_uint8 * size)()
+        n = lc.llama_state_seq_get_data_ext(self._ctx, self._window_buf, size, 0, flags)
+        self._window = (list(self._cached), n) if n else None
+
+    def _restore_window(self, prompt: list[int], n_past: int) -> int:
+        """Put back the saved window if prompt extends its prefix; the new n_past, 0 if it cannot."""
+        lc = self._lc
+        if self._window is None:
+            return 0
+        tokens, size = self._window
+        n = len(tokens)
+        if n > n_past or prompt[:n] != tokens:
+            return 0
+        flags = lc.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY
+        if lc.llama_state_seq_set_data_ext(self._ctx, self._window_buf, size, 0, flags) != size:
+            return 0
+        lc.llama_memory_seq_rm(self._mem, 0, n, -1)
+        return n if self._swa_covers(n) else 0
+
+    def _swa_covers(self, n_past: int) -> bool:
+        """Whether the sliding-window cache still holds the window the token at n_past attends to."""
+        if n_past == 0 or self.n_swa <= 0:
+            return True
+        pos_min = self._lc.llama_memory_seq_pos_min(self._mem, 0)
+        return 0 <= pos_min <= max(0, n_past - self.n_swa)
+
+    def close(self) -> None:
+        """Free the context and model (idempotent)."""
+        lc = self._lc
+        if self.opts.verbose and _LOG is not None:
+            _LOG.verbose = False
+        if self._ctx:
+            lc.llama_free(self._ctx)
+            self._ctx = None
+        if self._model:
+            lc.llama_model_free(self._model)
+            self._model = None
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _why(log: _LlamaLog, fallback: str) -> str:
+    """The most telling error llama.cpp logged: its 'error loading model' line, else the last one."""
+    errors = list(log.recent_errors)
+    for line in reversed(errors):
+        if "error loading model: " in line:
+            return line.split("error loading model: ", 1)[1]
+    return errors[-1] if errors else fallback
+
+
+def _load_error(path: Path, why: str) -> Exception:
+    """Out of memory is a run-time failure (exit 1); anything else means a malformed file (exit 2)."""
+    if re.search(r"alloc|memory", why, re.IGNORECASE):
+        return ModelLoadFailure(path, why, "Free memory, or try --n-cpu-moe N / --cpu-moe / a smaller --ctx-size")
+    return BadModelFile(path, why, "Re-create it with `gptoss quantize`")
+
+
+def _check_gguf(path: Path) -> int | None:
+    """The layer count of a gpt-oss GGUF; BadModelFile unless path is one."""
+    if not path.is_file():
+        raise BadModelFile(path, "no such file", "Pass a .gguf path or a model name like 20b")
+    meta = read_metadata(path, {"general.architecture", "gpt-oss.block_count"})
+    arch = meta.get("general.architecture")
+    if arch != "gpt-oss":
+        raise BadModelFile(path, f"its architecture is {arch!r}, not gpt-oss",
+                           "Pass a GGUF written by `gptoss quantize`")
+    return meta.get("gpt-oss.block_count")

@@ -1,0 +1,141 @@
+"""`gptoss chat`: load a GGUF, then the REPL, or one-shot when given -p or piped stdin."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from converters.errors import BadInputError, RunFailure
+from gptoss_cli import harmony, paths, ui
+from gptoss_cli.backend import Backend, BackendOptions
+from gptoss_cli.session import Sampling, Session, TurnResult, run_turn
+
+
+@dataclass
+class ChatOptions:
+    """Everything `gptoss chat` was asked for."""
+
+    model: str | None = None
+    effort: str = "medium"
+    show_thinking: bool = False
+    system: str = ""
+    prompt: str | None = None
+    json_out: bool = False
+    fit: bool = False
+    sampling: Sampling = field(default_factory=Sampling)
+    backend: BackendOptions = field(default_factory=BackendOptions)
+
+
+class NoAnswer(RunFailure):
+    """The model produced no final answer."""
+
+    what = "no answer"
+
+
+def run_chat(opts: ChatOptions) -> None:
+    """Resolve the model, load it, and chat (REPL on a terminal, one-shot otherwise)."""
+    if opts.effort not in harmony.EFFORTS:
+        raise BadInputError(None, f"unknown effort {opts.effort!r}", "Use --effort low, medium or high")
+    prompt = _one_shot_prompt(opts)
+    gguf = paths.resolve_gguf(opts.model)
+    if opts.model is None:
+        ui.info(f"using {gguf} (the last GGUF written)")
+    backend_opts = opts.backend
+    if opts.fit:
+        _fit(gguf, backend_opts)
+    with ui.status(f"loading {gguf.name}"):
+        backend = Backend(gguf, backend_opts)
+    try:
+        session = Session(n_ctx=backend.n_ctx, effort=opts.effort, instructions=opts.system)
+        if prompt is None:
+            from gptoss_cli.repl import Repl
+
+            Repl(session, backend, opts.sampling, show_thinking=opts.show_thinking,
+                 model_name=gguf.name).run()
+        else:
+            one_shot(session, backend, prompt, opts, model_name=str(gguf))
+    finally:
+        backend.close()
+
+
+def _one_shot_prompt(opts: ChatOptions) -> str | None:
+    """The prompt of one-shot mode (-p, or stdin when it is not a terminal); None for the REPL."""
+    if opts.prompt is not None:
+        text = sys.stdin.read() if opts.prompt == "-" else opts.prompt
+    elif not sys.stdin.isatty():
+        text = sys.stdin.read()
+    elif opts.json_out:
+        raise BadInputError(None, "--json needs a prompt", 'Pass -p "TEXT" or pipe the prompt on stdin')
+    else:
+        return None
+    if not text.strip():
+        raise BadInputError(None, "the prompt is empty", 'Pass -p "TEXT" or pipe a non-empty prompt on stdin')
+    return text.strip("\n")
+
+
+def one_shot(session: Session, backend, prompt: str, opts: ChatOptions, model_name: str = "") -> TurnResult:
+    """Answer one prompt: the final answer streams to stdout, thinking (if asked) to stderr."""
+    stream = not opts.json_out
+    wrote: list[str] = []
+
+    def on_delta(channel: str, text: str) -> None:
+        if channel == "final" and stream:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            wrote.append(text)
+        elif channel == "analysis" and opts.show_thinking and stream:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+
+    try:
+        result = run_turn(session, backend, prompt, opts.sampling, on_delta=on_delta)
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, like other Unix tools
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+    if wrote and not wrote[-1].endswith("\n"):
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    if opts.show_thinking and stream and result.turn.analysis:
+        sys.stderr.write("\n")
+    stop = result.stats.stop_reason
+    if stop == "interrupted":
+        raise KeyboardInterrupt
+    if opts.json_out:
+        ui.print_json(result_json(result, model_name, session.effort))
+    if not result.turn.final:
+        raise NoAnswer(model_name or None, f"the model stopped ({stop}) before writing a final answer",
+                       "Raise --max-tokens or --ctx-size, or lower --effort")
+    if stop == "length":
+        ui.warn("the answer was cut at the token limit; raise --max-tokens or --ctx-size for more")
+    return result
+
+
+def result_json(result: TurnResult, model: str, effort: str) -> dict:
+    """The one JSON document of `gptoss chat --json`."""
+    s = result.stats
+    return {
+        "model": model, "effort": effort,
+        "final": result.turn.final, "analysis": result.turn.analysis, "stop_reason": s.stop_reason,
+        "tokens": {"prompt": s.prompt_tokens, "generated": s.gen_tokens, "analysis": s.analysis_tokens,
+                   "context": s.n_ctx},
+        "timings": {"ttft_s": round(s.ttft_s, 6), "decode_tokens_per_s": round(s.decode_tps, 3),
+                    "total_s": round(s.total_s, 6)},
+    }
+
+
+def _fit(gguf: Path, backend_opts) -> None:
+    """--fit: choose --n-cpu-moe from the GGUF and free memory (the plan table goes to stderr)."""
+    from gptoss_cli.planning import fit
+
+    if backend_opts.cpu_moe or backend_opts.n_cpu_moe:
+        raise BadInputError(None, "--fit chooses the expert placement itself",
+                            "Use either --fit or --cpu-moe / --n-cpu-moe")
+    plan = fit(gguf, backend_opts.ctx_size, backend_opts.flash_attn)
+    if plan.gpu:
+        backend_opts.n_cpu_moe = plan.n_cpu_moe
+        ui.info(f"--fit: --n-cpu-moe {plan.n_cpu_moe}")
+    else:
+        backend_opts.gpu_layers = 0
+        ui.info("--fit: no usable GPU memory, running on the CPU")

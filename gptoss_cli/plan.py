@@ -1,0 +1,269 @@
+"""Memory planning: where gpt-oss's weights, KV cache and buffers go, and the smallest --n-cpu-moe that fits.
+
+`plan_memory` is a pure function of a `ModelShape` (tensor bytes per layer, from a GGUF header or estimated
+from config.json), the context size and the free memory per device. File reading, device probing and the
+`gptoss plan` / `chat --fit` entry points live in planning.py.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+import gguf
+
+from converters.errors import BadInputError, RunFailure
+
+GiB = 1 << 30
+FFN_EXPS = re.compile(r"\.ffn_(up|down|gate|gate_up)_(ch|)exps")  # llama.cpp's LLM_FFN_EXPS_REGEX
+BLK = re.compile(r"^blk\.(\d+)\.")
+MARGIN = 0.10           # safety margin on weights + KV cache
+N_UBATCH = 512          # llama.cpp's physical batch: the compute buffer is sized for it
+KV_PAD = 256            # llama.cpp pads the context (and the SWA cache) to multiples of 256
+# The backend sizes the sliding-window cache to the window (not llama.cpp's default, the whole context)
+# and keeps a copy of it at the end of each prompt, so the next turn can still reuse the prompt.
+SWA_FULL = False
+
+
+def _pad(n: int, to: int = KV_PAD) -> int:
+    return -(-n // to) * to
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the planner needs of a model: sizes per layer and attention geometry."""
+
+    name: str
+    n_layers: int
+    n_embd: int
+    n_head: int
+    n_kv_heads: int
+    head_dim: int
+    n_vocab: int
+    n_experts_used: int
+    n_ff: int
+    sliding_window: int
+    swa_layers: tuple[bool, ...]     # per layer: sliding-window attention (else full)
+    expert_bytes: tuple[int, ...]    # per layer: ffn_{gate,up,down}_exps weights and biases
+    layer_bytes: tuple[int, ...]     # per layer: everything else (attention, norms, router, sinks)
+    input_bytes: int                 # token_embd: llama.cpp always keeps it in system RAM
+    output_bytes: int                # output + output_norm: on the GPU when all layers are
+
+    @property
+    def weight_bytes(self) -> int:
+        """All weights."""
+        return sum(self.expert_bytes) + sum(self.layer_bytes) + self.input_bytes + self.output_bytes
+
+
+@dataclass
+class Plan:
+    """A placement: n_cpu_moe, bytes per device, and whether it fits."""
+
+    model: str
+    ctx: int
+    fits: bool
+    n_cpu_moe: int
+    gpu_layers: int
+    gpu_free: int
+    ram_free: int
+    gpu: dict[str, int] = field(default_factory=dict)   # component -> bytes on the GPU(s)
+    ram: dict[str, int] = field(default_factory=dict)   # component -> bytes in system RAM
+    gpu_needed: int = 0                                  # with margin and compute buffer
+    ram_needed: int = 0
+    reason: str = ""                                     # why it does not fit
+    short_of: str = ""                                   # "gpu" or "ram" when it does not fit
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+def swa_cells(shape: ModelShape, ctx: int, swa_full: bool = SWA_FULL) -> int:
+    """Cells of llama.cpp's sliding-window cache: the whole context when full-size, else the window
+    plus one ubatch, padded to 256."""
+    return _pad(ctx) if swa_full else min(_pad(ctx), _pad(shape.sliding_window + N_UBATCH))
+
+
+def kv_cache_bytes(shape: ModelShape, ctx: int, swa_full: bool = SWA_FULL) -> tuple[int, int]:
+    """(full-attention, sliding-window) K+V bytes in f16 for a context of ctx tokens."""
+    per_token = 2 * shape.n_kv_heads * shape.head_dim * 2        # K and V, f16
+    n_sliding = sum(shape.swa_layers)
+    n_full = shape.n_layers - n_sliding
+    return n_full * _pad(ctx) * per_token, n_sliding * swa_cells(shape, ctx, swa_full) * per_token
+
+
+def compute_buffer_bytes(shape: ModelShape, ctx: int, flash_attn: bool) -> int:
+    """Estimate of llama.cpp's GPU compute buffer for one 512-token ubatch.
+
+    Without flash attention the f32 attention scores of a full layer dominate (heads x ubatch x ctx);
+    with it they vanish. Activations: hidden states and the routed experts' intermediates per token.
+    """
+    scores = 0 if flash_attn else shape.n_head * N_UBATCH * _pad(ctx) * 4
+    activations = N_UBATCH * (8 * shape.n_embd + 3 * shape.n_experts_used * shape.n_ff) * 4
+    return scores + activations
+
+
+def plan_memory(shape: ModelShape, ctx: int, gpu_free: int, ram_free: int, *, flash_attn: bool = False,
+                margin: float = MARGIN, swa_full: bool = SWA_FULL) -> Plan:
+    """The smallest n_cpu_moe whose GPU share fits gpu_free; everything in RAM when gpu_free is 0."""
+    kv_full, kv_swa = kv_cache_bytes(shape, ctx, swa_full)
+    kv = kv_full + kv_swa
+    compute = compute_buffer_bytes(shape, ctx, flash_attn)
+    L = shape.n_layers
+    if gpu_free <= 0:
+        ram = {"weights": shape.weight_bytes, "kv_cache": kv, "compute": compute}
+        need = int((shape.weight_bytes + kv) * (1 + margin)) + compute
+        fits = need <= ram_free
+        return Plan(shape.name, ctx, fits, 0, 0, 0, ram_free, {}, ram, 0, need,
+                    "" if fits else f"needs {need / GiB:.1f} GiB of RAM, {ram_free / GiB:.1f} GiB available",
+                    "" if fits else "ram")
+    dense_gpu = sum(shape.layer_bytes) + shape.output_bytes
+    for n in range(L + 1):
+        experts_gpu = sum(shape.expert_bytes[n:])
+        need = int((dense_gpu + experts_gpu + kv) * (1 + margin)) + compute
+        if need <= gpu_free:
+            break
+    gpu = {"layers": dense_gpu, "experts": experts_gpu, "kv_cache": kv, "compute": compute}
+    ram = {"token_embd": shape.input_bytes, "experts": sum(shape.expert_bytes[:n])}
+    reason, short_of = "", ""
+    if need > gpu_free:
+        short_of = "gpu"
+        reason = (f"even with every expert in RAM the GPU needs {need / GiB:.1f} GiB, "
+                  f"{gpu_free / GiB:.1f} GiB free")
+    elif sum(ram.values()) > ram_free:
+        short_of = "ram"
+        reason = (f"the weights kept in RAM need {sum(ram.values()) / GiB:.1f} GiB, {ram_free / GiB:.1f} GiB "
+                  "available (llama.cpp would page them from disk, very slowly)")
+    return Plan(shape.name, ctx, not short_of, n, -1, gpu_free, ram_free, gpu, ram, need, sum(ram.values()),
+                reason, short_of)
+
+
+def advice(plan: Plan, flash_attn: bool) -> str:
+    """What to try when a plan does not fit."""
+    if plan.short_of == "ram":
+        return "Free some RAM, or pass --ram to plan for another machine"
+    return "Try a smaller --ctx-size" + ("" if flash_attn else " or --flash-attn")
+
+
+# --- model shapes -----------------------------------------------------------------------------------
+
+_ESTIMATE_TYPES = {  # the default recipe (mxfp4): experts MXFP4, dense Q8_0, the rest F32
+    "expert": gguf.GGMLQuantizationType.MXFP4, "dense": gguf.GGMLQuantizationType.Q8_0,
+    "f32": gguf.GGMLQuantizationType.F32,
+}
+
+
+def _nbytes(kind: str, *shape: int) -> int:
+    block, size = gguf.GGML_QUANT_SIZES[_ESTIMATE_TYPES[kind]]
+    n = 1
+    for d in shape:
+        n *= d
+    return n // block * size
+
+
+def shape_from_config(config: dict, name: str = "model") -> ModelShape:
+    """Estimate tensor sizes from a Hugging Face config.json, as the default recipe would write them."""
+    try:
+        L, h, i = config["num_hidden_layers"], config["hidden_size"], config["intermediate_size"]
+        e, heads, kvh = config["num_local_experts"], config["num_attention_heads"], config["num_key_value_heads"]
+        hd, vocab = config.get("head_dim") or h // heads, config["vocab_size"]
+        k_used = config.get("num_experts_per_tok") or config["experts_per_token"]
+        window = config.get("sliding_window") or 0
+    except KeyError as exc:
+        raise BadInputError(name, f"config.json lacks {exc.args[0]!r}", "Is this a gpt-oss checkpoint?") from None
+    types = config.get("layer_types") or [("sliding_attention", "full_attention")[n % 2] for n in range(L)]
+    q, kv = heads * hd, kvh * hd
+    experts = (3 * _nbytes("expert", e, i, h)                         # gate, up, down: E x I x H each
+               + _nbytes("f32", e, i) * 2 + _nbytes("f32", e, h))     # their biases
+    dense = (_nbytes("dense", q, h) + 2 * _nbytes("dense", kv, h) + _nbytes("dense", h, q)
+             + _nbytes("f32", q + 2 * kv + h)                          # q, k, v, o biases
+             + _nbytes("f32", 2 * h) + _nbytes("f32", heads)           # two norms, sinks
+             + _nbytes("f32", e, h) + _nbytes("f32", e))               # router weight and bias
+    return ModelShape(name, L, h, heads, kvh, hd, vocab, k_used, i, window,
+                      tuple(t == "sliding_attention" for t in types[:L]),
+                      (experts,) * L, (dense,) * L,
+                      _nbytes("dense", vocab, h), _nbytes("dense", vocab, h) + _nbytes("f32", h))
+
+
+def shape_from_tensors(meta: dict, tensors: list[tuple[str, tuple[int, ...], int]], name: str) -> ModelShape:
+    """Exact sizes from GGUF metadata and (name, shape, bytes) of its tensors."""
+    arch = meta.get("general.architecture")
+    if arch != "gpt-oss":
+        raise BadInputError(name, f"its architecture is {arch!r}, not gpt-oss", "Pass a gpt-oss GGUF")
+    a = arch + "."
+    L = int(meta[a + "block_count"])
+    experts, layers = [0] * L, [0] * L
+    input_bytes = output_bytes = 0
+    n_vocab = 0
+    for tensor, dims, nbytes in tensors:
+        m = BLK.match(tensor)
+        if m:
+            (experts if FFN_EXPS.search(tensor) else layers)[int(m.group(1))] += nbytes
+        elif tensor.startswith("token_embd."):
+            input_bytes += nbytes
+            n_vocab = dims[-1] if dims else 0
+        else:
+            output_bytes += nbytes
+    heads = int(meta[a + "attention.head_count"])
+    n_embd = int(meta[a + "embedding_length"])
+    head_dim = int(meta.get(a + "attention.key_length", n_embd // heads))
+    return ModelShape(
+        name, L, n_embd, heads, int(meta[a + "attention.head_count_kv"]), head_dim, n_vocab,
+        int(meta.get(a + "expert_used_count", 4)), int(meta.get(a + "expert_feed_forward_length", n_embd)),
+        int(meta.get(a + "attention.sliding_window", 0)),
+        tuple(n % 2 == 0 for n in range(L)),  # llama.cpp's gpt-oss: even layers slide (pattern 2)
+        tuple(experts), tuple(layers), input_bytes, output_bytes)
+
+
+_RELEASE = {  # the official config.json of both sizes differ only in these two fields (tests check it)
+    "hidden_size": 2880, "intermediate_size": 2880, "num_attention_heads": 64, "num_key_value_heads": 8,
+    "head_dim": 64, "vocab_size": 201088, "num_experts_per_tok": 4, "sliding_window": 128,
+}
+KNOWN_CONFIGS = {
+    "20b": {**_RELEASE, "num_hidden_layers": 24, "num_local_experts": 32},
+    "120b": {**_RELEASE, "num_hidden_layers": 36, "num_local_experts": 128},
+}
+
+
+class DoesNotFit(RunFailure):
+    """No expert placement fits the free memory."""
+
+    what = "does not fit"
+
+
+def _layers(a: int, b: int) -> str:
+    return f"layer {a}" if b - a == 1 else f"layers {a}-{b - 1}"
+
+
+def plan_rows(plan: Plan, shape: ModelShape) -> list[tuple[str, str, str]]:
+    """(where, what, GiB) rows describing a plan."""
+    gib = lambda n: f"{n / GiB:.2f} GiB"  # noqa: E731
+    L, n = shape.n_layers, plan.n_cpu_moe
+    kv_full, kv_swa = kv_cache_bytes(shape, plan.ctx)
+    n_swa = sum(shape.swa_layers)
+    kv_what = (f"KV cache: {L - n_swa} full layers x {_pad(plan.ctx)} cells"
+               + (f", {n_swa} sliding x {swa_cells(shape, plan.ctx)}" if n_swa else ""))
+    ram_total = ("RAM", "needed / available", f"{gib(plan.ram_needed)} / {gib(plan.ram_free)}")
+    if not plan.gpu:
+        return [("RAM", f"all weights ({L} layers)", gib(plan.ram["weights"])),
+                ("RAM", kv_what, gib(plan.ram["kv_cache"])),
+                ("RAM", "compute buffer (estimate)", gib(plan.ram["compute"])),
+                (ram_total[0], f"needed with {MARGIN:.0%} margin / available", ram_total[2])]
+    rows = [("GPU", f"attention, norms, router of {L} layers; output", gib(plan.gpu["layers"]))]
+    if n < L:
+        rows.append(("GPU", f"experts of {_layers(n, L)}", gib(plan.gpu["experts"])))
+    rows += [("GPU", kv_what, gib(kv_full + kv_swa)),
+             ("GPU", "compute buffer (estimate)", gib(plan.gpu["compute"])),
+             ("GPU", f"needed with {MARGIN:.0%} margin / free", f"{gib(plan.gpu_needed)} / {gib(plan.gpu_free)}"),
+             ("RAM", "token embeddings", gib(plan.ram["token_embd"]))]
+    if n:
+        rows.append(("RAM", f"experts of {_layers(0, n)}", gib(plan.ram["experts"])))
+    return rows + [ram_total]
+
+
+def plan_title(plan: Plan) -> str:
+    if not plan.fits:
+        return f"{plan.model}, context {plan.ctx}: does not fit"
+    if not plan.gpu:
+        return f"{plan.model}, context {plan.ctx}: CPU only, everything in RAM"
+    return f"{plan.model}, context {plan.ctx}: --n-cpu-moe {plan.n_cpu_moe}"
