@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,8 +21,8 @@ from converters.gguf_meta import FastGGUFWriter, write_metadata
 from converters.mxfp4 import repack_hf_to_ggml
 from converters.recipes import Recipe, get_recipe
 from converters.snapshot import Snapshot
-from converters.tensor_map import FLOAT, MXFP4, OutSpec, output_specs
-from converters.tokenizer import load_vocab
+from converters.tensor_map import MXFP4, OutSpec, output_specs
+from converters.tokenizer import Vocab, load_vocab
 
 Progress = Callable[[int, int, str], None]      # (bytes done now, total bytes, tensor name)
 CHUNK_ELEMENTS = 1 << 23                         # rows are converted in chunks of about 8M elements
@@ -86,8 +85,11 @@ def _row_chunks(snap: Snapshot, name: str, elements: int = CHUNK_ELEMENTS) -> It
 
 
 def _fits_f16(snap: Snapshot, spec: OutSpec) -> bool:
-    return all(int(np.max(snap.read_rows(spec.source, s, n) & 0x7FFF)) < BF16_F16_OVERFLOW
-               for s, n in _row_chunks(snap, spec.source))
+    def chunk_fits(rows: tuple[int, int]) -> bool:
+        return int(np.max(snap.read_rows(spec.source, *rows) & 0x7FFF)) < BF16_F16_OVERFLOW
+
+    with ThreadPoolExecutor(max_workers=_default_workers()) as pool:
+        return all(pool.map(chunk_fits, _row_chunks(snap, spec.source)))
 
 
 def plan_tensors(snap: Snapshot, recipe: Recipe) -> list[PlannedTensor]:
@@ -170,7 +172,17 @@ def convert_checkpoint(snapshot_dir: Path, out_path: Path, recipe: str = "mxfp4"
         snap.close()
 
 
-def _write(snap: Snapshot, rec: Recipe, vocab, planned: list[PlannedTensor], partial: Path,
+def _is_raw_copy(snap: Snapshot, t: PlannedTensor) -> bool:
+    """True when the output bytes are exactly the source bytes (bf16 -> BF16, whole tensor)."""
+    return t.spec.kind != MXFP4 and t.qtype == T.BF16 and not t.spec.rows \
+        and snap.entry(t.spec.source).dtype == "BF16"
+
+
+def _default_workers() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+def _write(snap: Snapshot, rec: Recipe, vocab: Vocab, planned: list[PlannedTensor], partial: Path,
            progress: Progress | None, workers: int | None) -> None:
     writer = FastGGUFWriter(partial, arch="gpt-oss")
     repo, revision = snap.source
@@ -181,23 +193,29 @@ def _write(snap: Snapshot, rec: Recipe, vocab, planned: list[PlannedTensor], par
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     fout = writer.fout[0]
-    total, done = sum(t.nbytes for t in planned), 0
-    with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
+    total = sum(t.nbytes for t in planned)
+    workers = workers or _default_workers()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         for t in planned:
             writer.write_padding(fout, fout.tell())
+            if _is_raw_copy(snap, t):
+                fout.flush()
+                start = fout.tell()
+                written = snap.copy_to(t.spec.source, fout.fileno(), start)
+                fout.seek(start + written)
+                if progress:
+                    progress(written, total, t.name)
+                continue
             written = 0
-            for chunk in _ordered(pool, _jobs(snap, t), lookahead=2 * pool._max_workers):
+            for chunk in _ordered(pool, _jobs(snap, t), lookahead=2 * workers):
                 chunk.tofile(fout)
                 written += chunk.nbytes
                 if progress:
                     progress(chunk.nbytes, total, t.name)
             if written != t.nbytes:
                 raise AssertionError(f"{t.name}: wrote {written} bytes, planned {t.nbytes}")
-            done += written
     writer.write_padding(fout, fout.tell())
-    fout.flush()
-    os.fsync(fout.fileno())
-    writer.close()
+    writer.close()  # flushes; the rename that follows is what makes the file visible under its name
 
 
 def _ordered(pool: ThreadPoolExecutor, jobs: Iterator[Callable[[], np.ndarray]], lookahead: int):

@@ -83,7 +83,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            FT.MOSTLY_BF16, {**EXPERTS_AS_SHIPPED, **_dense(T.BF16), **ALWAYS_F32}),
     Recipe("q8", "everything Q8_0 except experts MXFP4: the same tensors as mxfp4 (already the best split)",
            FT.MOSTLY_Q8_0, {**EXPERTS_AS_SHIPPED, **_Q8}),
-    Recipe("experts-q4", "experts Q4_K (about MXFP4's size; for backends without MXFP4 kernels), rest Q8_0",
+    Recipe("experts-q4", "experts Q4_K, rest Q8_0: for runtimes without MXFP4 kernels (not smaller than mxfp4)",
            FT.MOSTLY_Q4_K_M, {**_experts(T.Q4_K, T.Q4_K), **_Q8}),
     Recipe("experts-q3", "experts Q3_K with an imatrix, first/last layers Q4_K; attention Q8_0",
            FT.MOSTLY_Q3_K_M, {**_experts(T.Q3_K, T.Q3_K), **_Q8}, edge=EXPERT_CLASSES, needs_imatrix=True),

@@ -8,15 +8,19 @@ The call runs in a worker thread so Ctrl-C is seen at once; llama.cpp's per-tens
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import re
 import shutil
+import struct
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from converters.disk import free_bytes
 from converters.errors import OutputError, RunFailure
 from converters.sizing import LOSSLESS, SizePlan, pad, quantizable
 
@@ -49,6 +53,8 @@ def quantize_file(src: Path, dst: Path, plan: SizePlan, imatrix: dict[str, np.nd
     def work() -> None:
         result.append(llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)))
 
+    prev_cb, prev_ud = llama_cpp.llama_log_callback(), ctypes.c_void_p()
+    llama_cpp.llama_log_get(ctypes.byref(prev_cb), ctypes.byref(prev_ud))
     llama_cpp.llama_log_set(log.callback, ctypes.c_void_p(0))
     worker = threading.Thread(target=work, name="llama-quantize", daemon=True)
     worker.start()
@@ -58,7 +64,7 @@ def quantize_file(src: Path, dst: Path, plan: SizePlan, imatrix: dict[str, np.nd
     except BaseException:
         _STILL_RUNNING.append((log, params, keep))   # C code still uses them until the process exits
         raise
-    _restore_log(llama_cpp)
+    llama_cpp.llama_log_set(prev_cb, prev_ud)
     log.finish()
     if result != [0]:
         raise RunFailure(src, f"llama.cpp's quantizer failed: {log.last_error or 'no reason given'}",
@@ -96,12 +102,6 @@ def _imatrix(llama_cpp, imatrix: dict[str, np.ndarray], keep: list):
     arr[len(imatrix)].name = None
     keep.append(arr)
     return ctypes.cast(arr, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
-
-
-def _restore_log(llama_cpp) -> None:
-    from llama_cpp import _logger
-
-    llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
 
 
 class _Log:
@@ -145,34 +145,94 @@ def write_quantized(snapshot_dir: Path, out_path: Path, plan: SizePlan, imatrix:
     out_path = Path(out_path)
     lossless_bytes = plan.header_bytes + sum(pad(tensor_nbytes(t.source, t.shape)) for t in plan.tensors)
     check_output(out_path, plan.total_bytes + lossless_bytes, force)
-    lossless = out_path.with_name(f".{out_path.stem}.{LOSSLESS}.tmp.gguf")
-    partial = out_path.with_name(out_path.name + ".partial")
+    # Both intermediate files live in a private folder: on Ctrl-C llama.cpp may still be about to create its
+    # output, and removing the folder makes that creation fail instead of leaving a stray file behind.
+    work = out_path.with_name(f".{out_path.name}.tmp")
+    work.mkdir(exist_ok=True)
+    lossless, partial = work / f"lossless-{LOSSLESS}.gguf", work / (out_path.name + ".partial")
     try:
         convert_checkpoint(snapshot_dir, lossless, recipe=LOSSLESS, force=True, progress=convert_progress)
         quantize_file(lossless, partial, plan, imatrix, threads, quant_progress)
         verify(partial, plan)
         os.replace(partial, out_path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
     finally:
-        lossless.unlink(missing_ok=True)
+        _remove_folder(work)
     return out_path
 
 
-def verify(path: Path, plan: SizePlan) -> None:
-    """GGUFReader's view of the file must match the plan: every tensor's type, and the size to the byte."""
-    from gguf import GGUFReader
+def _remove_folder(folder: Path) -> None:
+    for _ in range(100):
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            return
+        time.sleep(0.05)
 
-    reader = GGUFReader(path)
-    want = {t.name: t.qtype for t in plan.tensors}
-    got = {t.name: t.tensor_type for t in reader.tensors}
-    wrong = [f"{n}: {got.get(n)} instead of {q.name}" for n, q in want.items() if got.get(n) != q]
+
+def verify(path: Path, plan: SizePlan) -> None:
+    """The file's tensor infos must match the plan: every tensor's type, and the size to the byte."""
+    want = {t.name: int(t.qtype) for t in plan.tensors}
+    got = tensor_types(path)
+    wrong = [f"{n}: type {got.get(n)} instead of {plan_t.name}" for n, plan_t in
+             ((t.name, t.qtype) for t in plan.tensors) if got.get(n) != want[n]]
     size = path.stat().st_size
     if wrong or set(got) != set(want) or size != plan.total_bytes:
         why = "; ".join(wrong[:3]) or f"{size} bytes instead of {plan.total_bytes}"
         raise RunFailure(path, f"llama.cpp wrote something other than the plan ({why})",
                          "Report this with the command line")
+
+
+_SCALAR_SIZE = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def tensor_types(path: Path) -> dict[str, int]:
+    """GGML type id of every tensor in a GGUF file, skipping the key/values quickly (the vocabulary is big)."""
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        return _tensor_types(buf)
+
+
+def _tensor_types(buf) -> dict[str, int]:
+    pos = 8
+
+    def u(fmt: str) -> int:
+        nonlocal pos
+        (v,) = struct.unpack_from(fmt, buf, pos)
+        pos += struct.calcsize(fmt)
+        return v
+
+    def skip(vtype: int) -> None:
+        nonlocal pos
+        if vtype in _SCALAR_SIZE:
+            pos += _SCALAR_SIZE[vtype]
+        elif vtype == 8:
+            n = u("<Q")
+            pos += n
+        else:                                   # 9: array of (type, count)
+            etype, count = u("<I"), u("<Q")
+            if etype in _SCALAR_SIZE:
+                pos += count * _SCALAR_SIZE[etype]
+            elif etype == 8:
+                for _ in range(count):
+                    n = u("<Q")
+                    pos += n
+            else:
+                for _ in range(count):
+                    skip(etype)
+
+    n_tensors, n_kv = u("<Q"), u("<Q")
+    for _ in range(n_kv):
+        n = u("<Q")
+        pos += n
+        skip(u("<I"))
+    out = {}
+    for _ in range(n_tensors):
+        n = u("<Q")
+        name = bytes(buf[pos:pos + n]).decode()
+        pos += n
+        n_dims = u("<I")
+        pos += 8 * n_dims
+        out[name] = u("<I")
+        pos += 8
+    return out
 
 
 def check_output(out_path: Path, need: int, force: bool) -> None:
@@ -186,7 +246,7 @@ def check_output(out_path: Path, need: int, force: bool) -> None:
         raise OutputError(folder, f"cannot create the folder ({exc.strerror})") from exc
     if not os.access(folder, os.W_OK):
         raise OutputError(folder, "folder is not writable", "Choose another place with -o")
-    free = shutil.disk_usage(folder).free
+    free = free_bytes(folder)
     if free < need + DISK_MARGIN:
         raise OutputError(folder, f"not enough disk space: need {need / 1e9:.2f} GB (output and a temporary "
                                   f"lossless copy), {free / 1e9:.2f} GB free", "Free some space or choose -o elsewhere")

@@ -79,16 +79,36 @@ class SafetensorsFile:
         inner = entry.shape[1:] if entry.shape else ()
         row_bytes = prod(inner) * size
         out = np.empty((count, *inner) if entry.shape else (), dtype=dtype)
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
+        fd = self._open()
         view = memoryview(out.reshape(-1).view(np.uint8))
         offset, done = entry.start + start * row_bytes, 0
         while done < view.nbytes:
-            n = os.preadv(self._fd, [view[done:]], offset + done)
+            n = os.preadv(fd, [view[done:]], offset + done)
             if n <= 0:
                 raise _fail(self.path, f"tensor {name!r}: file ended early; it is truncated")
             done += n
         return out
+
+    def copy_to(self, name: str, dst_fd: int, dst_offset: int) -> int:
+        """Copy the tensor's raw bytes to dst_fd at dst_offset in the kernel (copy_file_range); bytes copied."""
+        entry = self.entries[name]
+        src_fd = self._open()
+        done = 0
+        try:
+            while done < entry.nbytes:
+                n = os.copy_file_range(src_fd, dst_fd, entry.nbytes - done, entry.start + done, dst_offset + done)
+                if n <= 0:
+                    raise _fail(self.path, f"tensor {name!r}: file ended early; it is truncated")
+                done += n
+        except OSError:  # no in-kernel copy across these files: go through memory
+            data = self.read_rows(name).reshape(-1).view(np.uint8)[done:]
+            done += os.pwrite(dst_fd, data, dst_offset + done)
+        return done
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        return self._fd
 
     def close(self) -> None:
         """Release the mapping and file handle (views taken from the mapping must be dropped first)."""

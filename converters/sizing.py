@@ -19,8 +19,8 @@ from gguf import GGMLQuantizationType as T
 
 from converters import __version__
 from converters.convert import PlannedTensor, plan_tensors, tensor_nbytes
-from converters.errors import RecipeError
-from converters.gguf_meta import write_metadata
+from converters.errors import BadInputError, RecipeError
+from converters.gguf_meta import FastGGUFWriter, write_metadata
 from converters.recipes import EXPERT_CLASSES, IMATRIX_REQUIRED, QuantSpec, get_recipe
 from converters.snapshot import Snapshot
 from converters.tokenizer import load_vocab
@@ -146,7 +146,7 @@ def header_nbytes(snap: Snapshot, spec: QuantSpec, base: list[PlannedTensor]) ->
     repo, revision = snap.source
     with tempfile.TemporaryDirectory(prefix="gptoss-size-") as tmp:
         path = Path(tmp) / "header.gguf"
-        writer = gguf.GGUFWriter(path, arch="gpt-oss")
+        writer = FastGGUFWriter(path, arch="gpt-oss")
         write_metadata(writer, snap.hparams, vocab, recipe, repo=repo, revision=revision, version=__version__)
         for t in base:
             writer.add_tensor_info(t.name, t.shape, np.dtype(np.float32), t.nbytes, raw_dtype=t.qtype)
@@ -178,3 +178,16 @@ def estimate_bytes(hp, spec: QuantSpec) -> int:
             qtype = get_recipe(LOSSLESS).type_for(s.cls)
         total += pad(tensor_nbytes(qtype, shape))
     return total
+
+
+def check_imatrix(plan: SizePlan, imatrix: dict[str, np.ndarray], source: str) -> None:
+    """Every imatrix entry for a tensor of this model must have its size (columns x experts), as llama.cpp checks."""
+    for t in plan.tensors:
+        values = imatrix.get(t.name)
+        if values is None or not quantizable(t.name, t.shape):
+            continue
+        want = t.shape[-1] * (t.shape[0] if len(t.shape) == 3 else 1)
+        if values.size != want:
+            raise BadInputError(source, f"the importance matrix is for another model ({t.name}: {values.size} "
+                                        f"values, this model needs {want})",
+                                "Make one for this model with `gptoss imatrix`")

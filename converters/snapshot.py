@@ -95,6 +95,10 @@ class Snapshot:
         """Rows [start, start+count) of a source tensor's first axis, read into memory."""
         return self.shards[self.weight_map[name]].read_rows(name, start, count)
 
+    def copy_to(self, name: str, dst_fd: int, dst_offset: int) -> int:
+        """Copy a source tensor's raw bytes into another file, in the kernel where possible."""
+        return self.shards[self.weight_map[name]].copy_to(name, dst_fd, dst_offset)
+
     def input_bytes(self) -> int:
         """Total bytes of all tensor data in the shards."""
         return sum(e.nbytes for f in self.shards.values() for e in f.entries.values())

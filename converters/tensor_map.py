@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from converters.snapshot import HParams
 
 # Tensor classes: the unit recipes assign types to.
 EXPERT_GATE_UP, EXPERT_DOWN = "expert_gate_up", "expert_down"
@@ -67,7 +71,7 @@ def output_specs(n_layers: int) -> list[OutSpec]:
     return specs
 
 
-def expected_sources(hp: "HParams") -> dict[str, tuple[str, tuple[int, ...]]]:  # noqa: F821
+def expected_sources(hp: HParams) -> dict[str, tuple[str, tuple[int, ...]]]:
     """Every source tensor the checkpoint must hold: name -> (safetensors dtype, shape)."""
     h, v, e, i = hp.hidden, hp.vocab_size, hp.experts, hp.intermediate
     q, kv = hp.heads * hp.head_dim, hp.kv_heads * hp.head_dim

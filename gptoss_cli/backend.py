@@ -1,30 +1,23 @@
-"""gpt-oss on llama.cpp through llama-cpp-python's C API: load, tokenize, and a lean decode loop.
-
-The model is loaded with the low-level API rather than `llama_cpp.Llama`, because `Llama` builds its
-`llama_model_params` and loads in one step, leaving no way to set `tensor_buft_overrides` (the mechanism
-behind llama.cpp's `--cpu-moe` / `--n-cpu-moe`). The override array is built here with ctypes.
-"""
+"""gpt-oss on llama.cpp through llama-cpp-python's C API: load, tokenize, and a lean decode loop."""
 
 from __future__ import annotations
 
 import ctypes
 import os
 import re
-import sys
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from converters.errors import BadInputError, RunFailure
+from gptoss_cli.gguf_header import read_metadata
+from gptoss_cli.llama_glue import default_gpu_layers, llama_log, override_array, stop_echo
 from gptoss_cli.plan import SWA_FULL
-from gptoss_cli.planning import read_metadata
 
 # llama.cpp's own pattern for expert tensors (common/common.h LLM_FFN_EXPS_REGEX); it also matches the
 # expert biases (`blk.N.ffn_gate_exps.bias`), exactly as `--cpu-moe` does.
 FFN_EXPS_REGEX = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
-GGML_BACKEND_DEVICE_TYPE_CPU = 0
-_LOG_ERROR, _LOG_CONT = 4, 5   # enum ggml_log_level (ggml.h)
 
 
 class BadModelFile(BadInputError):
@@ -68,91 +61,6 @@ def expert_override_patterns(n_layers: int | None, *, cpu_moe: bool, n_cpu_moe: 
     return [rf"blk\.{i}{FFN_EXPS_REGEX}" for i in range(n_cpu_moe)]
 
 
-def default_gpu_layers() -> int:
-    """All layers when this llama.cpp build has a GPU backend, else none."""
-    import llama_cpp
-
-    return -1 if llama_cpp.llama_supports_gpu_offload() else 0
-
-
-class _LlamaLog:
-    """llama.cpp's log sink: echoes to stderr when verbose, records lines while `capture` is a list."""
-
-    def __init__(self) -> None:
-        import llama_cpp
-
-        self.verbose = False
-        self.capture: list[str] | None = None
-        self.recent_errors: deque[str] = deque(maxlen=8)
-        self._partial = ""
-        self._cb = llama_cpp.llama_log_callback(self._on_log)  # kept alive for the process
-        llama_cpp.llama_log_set(self._cb, ctypes.c_void_p(0))
-
-    def _on_log(self, level: int, text: bytes, _user: ctypes.c_void_p) -> None:
-        s = text.decode("utf-8", "replace") if text else ""
-        if self.verbose:
-            sys.stderr.write(s)
-        pieces = (self._partial + s).split("\n")
-        self._partial = pieces.pop()
-        for line in pieces:
-            if self.capture is not None:
-                self.capture.append(line)
-            if level == _LOG_ERROR or (level == _LOG_CONT and "error" in line):
-                self.recent_errors.append(line.strip())
-
-
-_LOG: _LlamaLog | None = None
-
-
-def _llama_log() -> _LlamaLog:
-    global _LOG
-    if _LOG is None:
-        import llama_cpp
-
-        _LOG = _LlamaLog()
-        llama_cpp.llama_backend_init()
-    return _LOG
-
-
-def _cpu_buffer_type() -> int:
-    """The CPU buffer type pointer llama.cpp compares overrides against (ggml_backend_cpu_buffer_type)."""
-    import llama_cpp
-    from llama_cpp._ctypes_extensions import load_shared_library
-
-    lib_dir = Path(llama_cpp.__file__).parent / "lib"
-    for name in ("ggml-base", "ggml-cpu", "ggml"):
-        try:
-            lib = load_shared_library(name, lib_dir)
-            fn = lib.ggml_backend_cpu_buffer_type
-        except (OSError, RuntimeError, FileNotFoundError, AttributeError):
-            continue
-        fn.argtypes, fn.restype = [], ctypes.c_void_p
-        return fn()
-    lib = load_shared_library("ggml", lib_dir)  # dynamic-backend builds: ask the CPU device
-    lib.ggml_backend_dev_by_type.argtypes, lib.ggml_backend_dev_by_type.restype = [ctypes.c_int], ctypes.c_void_p
-    dev = lib.ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU)
-    base = load_shared_library("ggml-base", lib_dir)
-    base.ggml_backend_dev_buffer_type.argtypes = [ctypes.c_void_p]
-    base.ggml_backend_dev_buffer_type.restype = ctypes.c_void_p
-    return base.ggml_backend_dev_buffer_type(dev)
-
-
-class _BuftOverride(ctypes.Structure):
-    # struct llama_model_tensor_buft_override { const char * pattern; ggml_backend_buffer_type_t buft; }
-    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
-
-
-def _override_array(patterns: list[str]) -> ctypes.Array | None:
-    """A NULL-terminated C array of overrides sending every pattern to the CPU buffer type."""
-    if not patterns:
-        return None
-    buft = _cpu_buffer_type()
-    arr = (_BuftOverride * (len(patterns) + 1))()
-    for slot, pattern in zip(arr, patterns):
-        slot.pattern, slot.buft = pattern.encode(), buft
-    return arr  # the last slot stays {NULL, NULL}; ctypes keeps the pattern bytes alive with arr
-
-
 class Backend:
     """One loaded gpt-oss model and context; `generate` streams sampled token ids."""
 
@@ -165,14 +73,14 @@ class Backend:
         self._model = self._ctx = None
         self.load_log: list[str] = []
         self._n_layers = _check_gguf(self.model_path)
-        log = _llama_log()
+        log = llama_log()
         log.verbose = opts.verbose
 
         mparams = lc.llama_model_default_params()
         mparams.n_gpu_layers = default_gpu_layers() if opts.gpu_layers is None else opts.gpu_layers
         if mparams.n_gpu_layers < 0:
             mparams.n_gpu_layers = 0x7FFFFFFF if lc.llama_supports_gpu_offload() else 0
-        self._overrides = _override_array(expert_override_patterns(
+        self._overrides = override_array(expert_override_patterns(
             self._n_layers, cpu_moe=opts.cpu_moe, n_cpu_moe=opts.n_cpu_moe))
         if self._overrides is not None:
             mparams.tensor_buft_overrides = ctypes.addressof(self._overrides)
@@ -181,11 +89,11 @@ class Backend:
         try:
             self._model = lc.llama_model_load_from_file(str(self.model_path).encode(), mparams)
             if not self._model:
-                raise _load_error(self.model_path, _why(log, "llama.cpp could not load the weights"))
+                raise _load_error(self.model_path, log.why("llama.cpp could not load the weights"))
             self._vocab = lc.llama_model_get_vocab(self._model)
             self._ctx = lc.llama_init_from_model(self._model, self._context_params(opts))
             if not self._ctx:
-                raise ModelLoadFailure(self.model_path, _why(log, "llama.cpp could not create the context"),
+                raise ModelLoadFailure(self.model_path, log.why("llama.cpp could not create the context"),
                                        "Try a smaller --ctx-size, or --n-cpu-moe to free GPU memory")
         except BaseException:
             self.close()
@@ -352,8 +260,8 @@ class Backend:
     def close(self) -> None:
         """Free the context and model (idempotent)."""
         lc = self._lc
-        if self.opts.verbose and _LOG is not None:
-            _LOG.verbose = False
+        if self.opts.verbose:
+            stop_echo()
         if self._ctx:
             lc.llama_free(self._ctx)
             self._ctx = None
@@ -381,15 +289,6 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
             break
         n += 1
     return n
-
-
-def _why(log: _LlamaLog, fallback: str) -> str:
-    """The most telling error llama.cpp logged: its 'error loading model' line, else the last one."""
-    errors = list(log.recent_errors)
-    for line in reversed(errors):
-        if "error loading model: " in line:
-            return line.split("error loading model: ", 1)[1]
-    return errors[-1] if errors else fallback
 
 
 def _load_error(path: Path, why: str) -> Exception:

@@ -12,15 +12,15 @@ import fnmatch
 import json
 import os
 import re
-import shutil
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlparse
 
-from converters.errors import BadInputError, GptossError, OutputError, RunFailure
+from converters.disk import free_bytes
+from converters.errors import BadInputError, GptossError, RunFailure
+from gptoss_cli.hub_errors import NotEnoughSpace, UnsafeFileName, translate
 
 ALLOW_NAMES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                "special_tokens_map.json", "chat_template.jinja", "model.safetensors.index.json",
@@ -30,37 +30,6 @@ SPACE_MARGIN = 512 * 1024**2
 # huggingface_hub's http_get reads and writes in DOWNLOAD_CHUNK_SIZE pieces (10 MiB by default): bytes of an
 # unfinished piece are lost on a cut or Ctrl-C, and bars move in those steps. 1 MiB keeps both fine-grained.
 CHUNK_SIZE = 1 << 20
-FAKE_FREE_ENV = "GPTOSS_FAKE_FREE_BYTES"  # testing hook: pretend the target disk has this many free bytes
-
-
-class HubAccessError(BadInputError):
-    """The repo or revision is missing, gated, or the token is refused (exit 2)."""
-
-    what = "cannot access repo"
-
-
-class UnsafeFileName(BadInputError):
-    """A repo file name that would escape the target folder."""
-
-    what = "unsafe file name"
-
-
-class NotEnoughSpace(OutputError):
-    """The download does not fit on the disk."""
-
-    what = "not enough disk space"
-
-
-class HubUnavailable(RunFailure):
-    """No network, a timeout, or a server error (exit 1)."""
-
-    what = "download failed"
-
-
-class ChecksumMismatch(RunFailure):
-    """A downloaded file does not match the hub's sha256, twice."""
-
-    what = "checksum mismatch"
 
 
 def endpoint() -> str:
@@ -296,55 +265,3 @@ def _write_ref(plan: Plan) -> None:
     tmp = ref.with_name(ref.name + ".partial")
     tmp.write_text(plan.commit)
     os.replace(tmp, ref)
-
-
-def same_origin(a: str, b: str) -> bool:
-    """Whether two URLs share scheme, host and port (auth headers never leave the hub's origin)."""
-    pa, pb = urlparse(a), urlparse(b)
-    return (pa.scheme, pa.hostname, pa.port) == (pb.scheme, pb.hostname, pb.port)
-
-
-def translate(exc: BaseException, repo_id: str, revision: str | None, token: str | None) -> GptossError:
-    """Turn a huggingface_hub / httpx2 / OS exception into one typed error with a next step."""
-    import httpx2
-    from huggingface_hub import errors as he
-
-    if isinstance(exc, GptossError):
-        return exc
-    target = repo_id if revision in (None, "main") else f"{repo_id}@{revision}"
-    login = "check that your token is valid and has read access" if token else "set HF_TOKEN or pass --token"
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    if isinstance(exc, he.GatedRepoError):
-        return HubAccessError(target, "the repo is gated and this account has not been granted access",
-                              f"Accept its terms at {endpoint()}/{repo_id}, then {login}")
-    if isinstance(exc, he.RevisionNotFoundError):
-        return HubAccessError(target, f"revision {revision!r} does not exist", "Pass a branch, tag or commit sha")
-    if isinstance(exc, he.RepositoryNotFoundError):
-        return HubAccessError(target, "repo not found, or private and not readable with this token",
-                              f"Check the repo id; for a private repo {login}")
-    if isinstance(exc, he.OfflineModeIsEnabled):
-        return BadInputError(target, "HF_HUB_OFFLINE is set and the files are not all downloaded",
-                             "Unset HF_HUB_OFFLINE to download them")
-    if isinstance(exc, he.HfHubHTTPError) and status in (401, 403):
-        return HubAccessError(target, f"the hub refused access (HTTP {status})", login[0].upper() + login[1:])
-    if isinstance(exc, he.HfHubHTTPError):
-        return HubUnavailable(target, f"the hub answered HTTP {status}",
-                              "Try again later; a rerun resumes where this one stopped")
-    if isinstance(exc, he.LocalEntryNotFoundError) and exc.__cause__ is not None:
-        return translate(exc.__cause__, repo_id, revision, token)
-    if isinstance(exc, (httpx2.TransportError, he.LocalEntryNotFoundError)):
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return HubUnavailable(target, f"cannot reach {endpoint()} ({_scrub(first, token)})",
-                              "Check your network or HF_ENDPOINT; a rerun resumes where this one stopped")
-    if isinstance(exc, he.HFValidationError):
-        return BadInputError(repo_id, "not a valid repo id", "Use 20b, 120b or an org/name repo id")
-    if isinstance(exc, OSError) and exc.errno == 28:
-        return NotEnoughSpace(exc.filename or target, "the disk filled up during the download",
-                              "Free some space and rerun; finished bytes are kept")
-    first = (str(exc).splitlines() or [type(exc).__name__])[0]
-    return HubUnavailable(target, _scrub(f"{type(exc).__name__}: {first}", token),
-                          "Rerun to resume; set GPTOSS_DEBUG=1 for details")
-
-
-def _scrub(text: str, token: str | None) -> str:
-    return text.replace(token, "***") if token else text

@@ -10,9 +10,11 @@ import re
 import threading
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlparse
 
-from gptoss_cli.hub import (Callbacks, ChecksumMismatch, HubUnavailable, Plan, PlanFile, blob_path,
-                            partial_path, cache_dir, endpoint, repo_storage, same_origin)
+from gptoss_cli.hub import (Callbacks, Plan, PlanFile, blob_path, cache_dir, endpoint, partial_path,
+                            repo_storage)
+from gptoss_cli.hub_errors import ChecksumMismatch, HubUnavailable
 
 
 class _Cancelled(Exception):
@@ -64,6 +66,12 @@ class _Writer:
         self.advance(-self.fh.tell())
         self.hasher = self.fresh()
         return self.fh.truncate(size)
+
+
+def same_origin(a: str, b: str) -> bool:
+    """Whether two URLs share scheme, host and port (auth headers never leave the hub's origin)."""
+    pa, pb = urlparse(a), urlparse(b)
+    return (pa.scheme, pa.hostname, pa.port) == (pb.scheme, pb.hostname, pb.port)
 
 
 def _new_hasher(f: PlanFile, verify: bool):

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from converters.errors import InvalidCheckpoint
+from converters.errors import BadInputError, InvalidCheckpoint
 from converters.tensor_map import classify
 from gptoss_cli import paths, ui
+from gptoss_cli.gguf_header import read_header
 
 SHOWN_KEYS = ("general.architecture", "general.name", "general.file_type", "gptoss.recipe", "gptoss.version",
               "gptoss.source.repo", "gptoss.source.revision", "gpt-oss.block_count", "gpt-oss.context_length",
@@ -18,28 +19,20 @@ SHOWN_KEYS = ("general.architecture", "general.name", "general.file_type", "gpto
 
 def read_gguf_info(path: Path) -> dict:
     """Metadata and per-class tensor statistics of a GGUF file."""
-    from gguf import GGUFReader
-
     try:
-        reader = GGUFReader(path)
-    except (ValueError, OSError, IndexError) as exc:
-        raise InvalidCheckpoint(path, f"not a readable GGUF file ({exc})") from exc
-    meta = {}
-    for key in SHOWN_KEYS:
-        field = reader.get_field(key)
-        if field is not None:
-            value = field.contents()
-            meta[key] = value.name if hasattr(value, "name") else value
+        header = read_header(path)
+    except BadInputError as exc:
+        raise InvalidCheckpoint(path, exc.why, exc.hint) from exc
+    meta = {key: header.metadata[key] for key in SHOWN_KEYS if key in header.metadata}
     groups: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-    for t in reader.tensors:
-        g = groups[(classify(t.name), t.tensor_type.name)]
+    for t in header.tensors:
+        g = groups[(classify(t.name), t.type.name)]
         g[0] += 1
-        g[1] += int(t.n_bytes)
+        g[1] += t.n_bytes
     classes = [{"class": c, "type": q, "tensors": n, "bytes": b}
                for (c, q), (n, b) in sorted(groups.items(), key=lambda kv: -kv[1][1])]
-    tokens = reader.get_field("tokenizer.ggml.tokens")
-    return {"path": str(path), "size": path.stat().st_size, "tensors": len(reader.tensors),
-            "vocab": len(tokens.data) if tokens is not None else 0, "metadata": meta, "classes": classes}
+    return {"path": str(path), "size": path.stat().st_size, "tensors": len(header.tensors),
+            "vocab": header.array_lengths.get("tokenizer.ggml.tokens", 0), "metadata": meta, "classes": classes}
 
 
 def run_info(model: str | None, as_json: bool) -> dict:

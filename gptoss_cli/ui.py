@@ -66,15 +66,15 @@ def human_bytes(n: float) -> str:
 
 
 def table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable[Any]],
-          right: Iterable[str] = ()) -> None:
-    """Print a table of rows to stdout; columns named in `right` are right-aligned."""
+          right: Iterable[str] = (), to_stderr: bool = False) -> None:
+    """Print a table of rows to stdout (or stderr); columns named in `right` are right-aligned."""
     right = set(right)
     t = Table(title=title, title_justify="left")
     for col in columns:
         t.add_column(col, justify="right" if col in right else "left", overflow="fold")
     for row in rows:
         t.add_row(*[str(v) for v in row])
-    out.print(t)
+    (err if to_stderr else out).print(t)
 
 
 @contextmanager
@@ -155,13 +155,7 @@ def status(message: str) -> Iterator[None]:
 def err_table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable[Any]],
               right: Iterable[str] = ()) -> None:
     """Like `table`, but on stderr (information printed alongside another command's result)."""
-    right = set(right)
-    t = Table(title=title, title_justify="left")
-    for col in columns:
-        t.add_column(col, justify="right" if col in right else "left", overflow="fold")
-    for row in rows:
-        t.add_row(*[str(v) for v in row])
-    err.print(t)
+    table(title, columns, rows, right, to_stderr=True)
 
 
 @contextmanager

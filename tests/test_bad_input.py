@@ -164,3 +164,11 @@ def test_unknown_model_name_says_pull_first(cli):
     result = cli("quantize", "20b")
     assert result.returncode == 2
     assert "not downloaded yet" in result.stderr and "gptoss pull 20b" in result.stderr
+
+
+def test_not_enough_disk_is_refused_before_writing(tiny_checkpoint, tmp_path, cli):
+    out = tmp_path / "model.gguf"
+    result = cli("quantize", str(tiny_checkpoint), "-o", str(out), env={"GPTOSS_FAKE_FREE_BYTES": "1000000"})
+    assert result.returncode == 2
+    assert "not enough disk space" in result.stderr and str(tmp_path) in result.stderr
+    assert list(tmp_path.iterdir()) == []

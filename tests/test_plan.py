@@ -8,10 +8,10 @@ import gguf
 import pytest
 
 from converters.errors import BadInputError
-from gptoss_cli.plan import (GiB, KNOWN_CONFIGS, compute_buffer_bytes, kv_cache_bytes, plan_memory,
-                             shape_from_config)
-from gptoss_cli.planning import (parse_meminfo, parse_nvidia_smi, parse_size, read_architecture,
-                                 read_gguf_header, shape_from_config_file, shape_from_gguf)
+from gptoss_cli.devices import parse_meminfo, parse_nvidia_smi, parse_size
+from gptoss_cli.gguf_header import read_architecture, read_gguf_header
+from gptoss_cli.plan import GiB, compute_buffer_bytes, kv_cache_bytes, plan_memory
+from gptoss_cli.shapes import KNOWN_CONFIGS, shape_from_config, shape_from_config_file, shape_from_gguf
 
 from conftest import DATA
 

@@ -15,7 +15,8 @@ PEER_OUTTYPE = {"mxfp4": "q8_0", "f16": "f16", "bf16": "bf16"}
 
 
 def timed(cmd: list[str], env: dict | None = None) -> dict:
-    """Run a command; wall seconds and the child's peak RSS (MB) from wait4."""
+    """Run a command after `sync` (so earlier writes are not billed to it); wall seconds and peak RSS (MB)."""
+    os.sync()
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
