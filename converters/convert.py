@@ -92,23 +92,37 @@ def _fits_f16(snap: Snapshot, spec: OutSpec) -> bool:
         return all(pool.map(chunk_fits, _row_chunks(snap, spec.source)))
 
 
-def plan_tensors(snap: Snapshot, recipe: Recipe) -> list[PlannedTensor]:
-    """The type, shape and size of every output tensor; the writer and size estimates share it."""
+class F16Overflow(Exception):
+    """A tensor planned as F16 holds values beyond F16's range (raised while writing, then re-planned)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def plan_tensors(snap: Snapshot, recipe: Recipe, keep_f32: set[str] | None = None) -> list[PlannedTensor]:
+    """The type, shape and size of every output tensor; the writer and size estimates share it.
+
+    keep_f32 names the F16 tensors that must stay F32; None scans the data to find them (exact, for
+    estimates), while the writer starts from an empty set and learns them as it goes.
+    """
     planned = []
     for spec in output_specs(snap.hparams.layers):
         qtype, note = recipe.type_for(spec.cls), ""
         if spec.kind == MXFP4 and qtype != T.MXFP4:
             raise NotImplementedError("re-quantizing experts needs llama.cpp's quantizer")
-        if qtype == T.F16 and not _fits_f16(snap, spec):
+        if qtype == T.F16 and (spec.gguf in keep_f32 if keep_f32 is not None else not _fits_f16(snap, spec)):
             qtype, note = T.F32, "values exceed F16 range; kept F32"
         shape = _source_shape(snap, spec)
         planned.append(PlannedTensor(spec.gguf, spec.cls, qtype, shape, tensor_nbytes(qtype, shape), spec, note))
     return planned
 
 
-def _float_chunk(bits: np.ndarray, qtype: T) -> np.ndarray:
+def _float_chunk(bits: np.ndarray, qtype: T, name: str) -> np.ndarray:
     if qtype == T.BF16:
         return np.ascontiguousarray(bits)
+    if qtype == T.F16 and bits.size and int(np.max(bits & 0x7FFF)) >= BF16_F16_OVERFLOW:
+        raise F16Overflow(name)
     values = bf16_to_f32(bits)
     if qtype == T.F32 or values.ndim < 2:
         return values if qtype == T.F32 else gguf.quants.quantize(values, qtype)
@@ -128,7 +142,7 @@ def _jobs(snap: Snapshot, t: PlannedTensor) -> Iterator[Callable[[], np.ndarray]
     for start, count in _row_chunks(snap, spec.source):
         yield lambda s=start, n=count: _float_chunk(snap.read_rows(spec.source, s, n)[:, rows]
                                                     if spec.rows else snap.read_rows(spec.source, s, n),
-                                                    t.qtype)
+                                                    t.qtype, t.name)
 
 
 def _check_output(out_path: Path, total: int, force: bool) -> None:
@@ -155,17 +169,22 @@ def convert_checkpoint(snapshot_dir: Path, out_path: Path, recipe: str = "mxfp4"
     snap = Snapshot(Path(snapshot_dir))
     try:
         vocab = load_vocab(snap.folder, snap.hparams.vocab_size, snap.config)
-        planned = plan_tensors(snap, rec)
-        total = sum(t.nbytes for t in planned)
+        keep_f32: set[str] = set()
         out_path = Path(out_path)
-        _check_output(out_path, total, force)
         partial = out_path.with_name(out_path.name + ".partial")
-        try:
-            _write(snap, rec, vocab, planned, partial, progress, workers)
-            os.replace(partial, out_path)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
+        while True:
+            planned = plan_tensors(snap, rec, keep_f32)
+            _check_output(out_path, sum(t.nbytes for t in planned), force)
+            try:
+                _write(snap, rec, vocab, planned, partial, progress, workers)
+                os.replace(partial, out_path)
+                break
+            except F16Overflow as over:  # rare: start again with that tensor kept F32
+                partial.unlink(missing_ok=True)
+                keep_f32.add(over.name)
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
         return ConvertResult(out_path, rec.name, planned, out_path.stat().st_size, snap.input_bytes(),
                              time.perf_counter() - started, [t.name for t in planned if t.note])
     finally:

@@ -138,3 +138,27 @@ def test_quantize_cli_writes_default_name_and_summary(cli, tiny_checkpoint, isol
     assert again.returncode == 2 and "already exists" in again.stderr and "--force" in again.stderr
     # `gptoss info` with no argument finds the GGUF just written
     assert cli("info").returncode == 0
+
+
+def test_f16_keeps_out_of_range_tensor_f32_and_says_so(tiny_checkpoint, tmp_path, cli):
+    import shutil
+    import struct
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    shard = next(p for p in sorted(ckpt.glob("model-*.safetensors"))
+                 if b"model.layers.1.self_attn.q_proj.weight" in p.read_bytes()[:100000])
+    raw = bytearray(shard.read_bytes())
+    (n,) = struct.unpack("<Q", raw[:8])
+    entry = json.loads(raw[8:8 + n])["model.layers.1.self_attn.q_proj.weight"]
+    at = 8 + n + entry["data_offsets"][0]
+    raw[at:at + 2] = struct.pack("<H", 0x4800)  # bf16 131072.0: beyond F16's largest finite value 65504
+    shard.write_bytes(bytes(raw))
+    out = tmp_path / "f16.gguf"
+    result = cli("quantize", str(ckpt), "--recipe", "f16", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "blk.1.attn_q.weight" in result.stderr  # the summary names the tensor kept F32
+    assert any("attn_q" in line and "F32" in line for line in result.stdout.splitlines())
+    types = {t.name: t.tensor_type for t in GGUFReader(out).tensors}
+    assert types["blk.1.attn_q.weight"] == T.F32
+    assert types["blk.0.attn_q.weight"] == T.F16
