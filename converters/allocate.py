@@ -34,6 +34,10 @@ class Allocation:
     shortfall: str = ""
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.2f} MiB ({n} B)"
+
+
 def _bits(t: T) -> float:
     block, size = gguf.GGML_QUANT_SIZES[t]
     return 8 * size / block
@@ -75,8 +79,8 @@ def allocate(plan: SizePlan, target: int, imatrix: dict[str, np.ndarray] | None)
     total = fixed + sum(c[0] for c in cost.values())
     if total > target:
         lowest = "/".join(sorted({ladder[n][0].name for n in layers})) or "no free"
-        raise RecipeError(f"{target / 2**30:.2f} GiB", f"too small: the smallest choice ({lowest} experts "
-                          f"in every layer) is {total / 2**30:.2f} GiB", "Choose a larger --target-size")
+        raise RecipeError(f"--target-size {_size(target)}", f"too small: the smallest choice ({lowest} experts "
+                          f"in every layer) is {_size(total)}", "Choose a larger --target-size")
     sens = sensitivities(max([t.layer for t in experts], default=-1) + 1, imatrix)
     while True:
         best, best_gain = None, 0.0
@@ -102,7 +106,7 @@ def _shortfall(target: int, total: int, top: bool) -> str:
     if total >= (1 - TOLERANCE) * target:
         return ""
     if top:
-        return (f"with every layer's experts as shipped (MXFP4) the file is {total / 2**30:.2f} GiB; "
+        return (f"with every layer's experts as shipped (MXFP4) the file is {_size(total)}; "
                 "nothing more precise exists to fill the target")
     return "the next per-layer step up would exceed the target (steps are one layer's experts at a time)"
 

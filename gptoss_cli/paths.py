@@ -114,7 +114,7 @@ def resolve_gguf(arg: str | None) -> Path:
     if path.is_file():
         return path
     if path.suffix == ".gguf":
-        raise ModelNotFound(path, "no such file")
+        raise ModelNotFound(path, "no such file", "Check the path, or see `gptoss list`")
     size = short_name(repo_id_for(arg))
     candidates = sorted(models_dir().glob(f"gpt-oss-{size}-*.gguf"), key=lambda p: p.stat().st_mtime)
     if not candidates:
