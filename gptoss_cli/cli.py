@@ -35,6 +35,75 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """
 
 
+# --- pull / list / rm ----------------------------------------------------------------------------------
+
+PULL_EXIT_CODES = """Exit codes: 0 pulled or up to date; 1 network, server or checksum failure (rerun resumes);
+2 bad input (unknown, gated or unauthorised repo, bad revision, not gpt-oss, unsafe file names, not
+enough disk); 130 interrupted (finished bytes are kept; rerun resumes)."""
+
+
+@app.command(epilog=PULL_EXIT_CODES)
+def pull(
+    model: str = typer.Argument(..., help="20b, 120b, or a Hugging Face repo id of a gpt-oss model."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Branch, tag or commit sha (default: main)."),
+    local_dir: Optional[Path] = typer.Option(None, "--dir", help="Put the files in this folder instead of the HF cache."),
+    token: Optional[str] = typer.Option(None, "--token", help="Hugging Face token (default: $HF_TOKEN or `hf auth login`).",
+                                        show_default=False),
+    quantize: bool = typer.Option(False, "--quantize", help="Then run `gptoss quantize` with the default recipe."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip the sha256 check of downloaded files."),
+    workers: int = typer.Option(8, "--max-workers", min=1, max=32, help="Files downloaded in parallel."),
+    json_out: bool = typer.Option(False, "--json", help="Print the plan and the result as one JSON document."),
+) -> None:
+    """Download the files a GGUF converter needs (never original/ or metal/); resumable and sha256-checked.
+
+    Examples:
+
+        gptoss pull 20b
+
+        gptoss pull 120b --revision 8b193b0 --dir /data/gpt-oss-120b
+
+        gptoss pull 20b --quantize && gptoss chat
+    """
+    from gptoss_cli.pull import run_pull
+
+    run_guarded(lambda: run_pull(model, revision, local_dir, token, quantize, not no_verify, json_out, workers))
+
+
+@app.command("list")
+def list_models(json_out: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
+    """List local gpt-oss snapshots and GGUF files: name, revision, size, path.
+
+    Examples:
+
+        gptoss list
+
+        gptoss list --json | jq '.models[].path'
+    """
+    from gptoss_cli.library import run_list
+
+    run_guarded(lambda: run_list(json_out))
+
+
+@app.command()
+def rm(
+    model: str = typer.Argument(..., help="20b, 120b, a repo id, a --dir folder or a .gguf path."),
+    gguf_only: bool = typer.Option(False, "--gguf-only", help="Keep the downloaded snapshot; delete only GGUFs."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Delete a model's downloaded snapshot and GGUF files, after confirmation.
+
+    Examples:
+
+        gptoss rm 20b
+
+        gptoss rm 120b --gguf-only --yes
+    """
+    from gptoss_cli.library import run_rm
+
+    run_guarded(lambda: run_rm(model, gguf_only, yes, json_out))
+
+
 # --- quantize / info (converter) ---------------------------------------------------------------
 
 QUANTIZE_EXIT_CODES = """Exit codes: 0 written (or planned with --dry-run); 1 llama.cpp's quantizer failed; 2 bad input
@@ -103,76 +172,6 @@ def info(
     from gptoss_cli.info import run_info
 
     run_guarded(lambda: run_info(model, json_out))
-
-
-# --- recipes / imatrix / eval --------------------------------------------------------------------
-
-@app.command()
-def recipes(json_out: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
-    """The quantization recipes: types per tensor class, imatrix need, expected size for 20b and 120b.
-
-    Examples:
-
-        gptoss recipes
-
-        gptoss recipes --json | jq '.recipes[].recipe'
-    """
-    from gptoss_cli.recipes_cmd import run_recipes
-
-    run_guarded(lambda: run_recipes(json_out))
-
-
-@app.command()
-def imatrix(
-    model: Optional[str] = typer.Argument(None, help="A .gguf path or 20b/120b (default: the last GGUF written)."),
-    text: Optional[str] = typer.Option(None, "--text", help="Calibration text file (`-` reads stdin)."),
-    from_file: Optional[Path] = typer.Option(None, "--from", help="Import an imatrix made by llama-imatrix "
-                                                                  "(GGUF or legacy .dat) instead."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (default: "
-                                          "$GPTOSS_HOME/models/gpt-oss-SIZE.imatrix.gguf)."),
-    chunk_size: int = typer.Option(512, "--chunk-size", "--ctx-size", "-c", min=16, help="Tokens per chunk."),
-    threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="CPU threads (default: auto)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
-) -> None:
-    """Compute an importance matrix with llama.cpp (llama-imatrix's format; llama-quantize reads it too).
-
-    Examples:
-
-        gptoss imatrix 20b --text calib.txt
-
-        gptoss imatrix gpt-oss-120b-mxfp4.gguf --text calib.txt -o 120b.imatrix.gguf
-
-        gptoss imatrix --from imatrix.dat        # one made by llama-imatrix
-    """
-    from gptoss_cli.imatrix_cmd import run_imatrix
-
-    run_guarded(lambda: run_imatrix(model, text, from_file, output, chunk_size, threads, force, json_out))
-
-
-@app.command("eval")
-def eval_(
-    reference: str = typer.Argument(..., help="The reference GGUF (e.g. the f16 recipe)."),
-    tests: list[str] = typer.Argument(..., help="One or more GGUFs to compare with it."),
-    text: str = typer.Option(..., "--text", help="Evaluation text file (`-` reads stdin)."),
-    ctx_size: int = typer.Option(512, "--ctx-size", "-c", min=16, help="Tokens per chunk."),
-    chunks: Optional[int] = typer.Option(None, "--chunks", min=1, help="Evaluate at most this many chunks."),
-    threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="CPU threads (default: auto)."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
-) -> None:
-    """KL divergence (mean, p99) and top-1 agreement against a reference GGUF, and each file's perplexity.
-
-    The second half of every chunk is scored, as llama-perplexity does.
-
-    Examples:
-
-        gptoss eval gpt-oss-20b-f16.gguf gpt-oss-20b-experts-q3.gguf --text sample.txt
-
-        gptoss eval ref.gguf a.gguf b.gguf --text wiki.txt --chunks 20 --json | jq '.results[].kl_mean'
-    """
-    from gptoss_cli.evaluate import run_eval
-
-    run_guarded(lambda: run_eval(reference, tests, text, ctx_size, threads, chunks, json_out))
 
 
 # --- chat / plan -----------------------------------------------------------------------------------
@@ -259,74 +258,74 @@ def plan(
     run_guarded(lambda: run_plan(model, ctx_size, vram, ram, flash_attn, json_out))
 
 
-# --- pull / list / rm ----------------------------------------------------------------------------------
+# --- recipes / imatrix / eval --------------------------------------------------------------------
 
-PULL_EXIT_CODES = """Exit codes: 0 pulled or up to date; 1 network, server or checksum failure (rerun resumes);
-2 bad input (unknown, gated or unauthorised repo, bad revision, not gpt-oss, unsafe file names, not
-enough disk); 130 interrupted (finished bytes are kept; rerun resumes)."""
-
-
-@app.command(epilog=PULL_EXIT_CODES)
-def pull(
-    model: str = typer.Argument(..., help="20b, 120b, or a Hugging Face repo id of a gpt-oss model."),
-    revision: Optional[str] = typer.Option(None, "--revision", help="Branch, tag or commit sha (default: main)."),
-    local_dir: Optional[Path] = typer.Option(None, "--dir", help="Put the files in this folder instead of the HF cache."),
-    token: Optional[str] = typer.Option(None, "--token", help="Hugging Face token (default: $HF_TOKEN or `hf auth login`).",
-                                        show_default=False),
-    quantize: bool = typer.Option(False, "--quantize", help="Then run `gptoss quantize` with the default recipe."),
-    no_verify: bool = typer.Option(False, "--no-verify", help="Skip the sha256 check of downloaded files."),
-    workers: int = typer.Option(8, "--max-workers", min=1, max=32, help="Files downloaded in parallel."),
-    json_out: bool = typer.Option(False, "--json", help="Print the plan and the result as one JSON document."),
-) -> None:
-    """Download the files a GGUF converter needs (never original/ or metal/); resumable and sha256-checked.
+@app.command()
+def recipes(json_out: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
+    """The quantization recipes: types per tensor class, imatrix need, expected size for 20b and 120b.
 
     Examples:
 
-        gptoss pull 20b
+        gptoss recipes
 
-        gptoss pull 120b --revision 8b193b0 --dir /data/gpt-oss-120b
-
-        gptoss pull 20b --quantize && gptoss chat
+        gptoss recipes --json | jq '.recipes[].recipe'
     """
-    from gptoss_cli.pull import run_pull
+    from gptoss_cli.recipes_cmd import run_recipes
 
-    run_guarded(lambda: run_pull(model, revision, local_dir, token, quantize, not no_verify, json_out, workers))
-
-
-@app.command("list")
-def list_models(json_out: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
-    """List local gpt-oss snapshots and GGUF files: name, revision, size, path.
-
-    Examples:
-
-        gptoss list
-
-        gptoss list --json | jq '.models[].path'
-    """
-    from gptoss_cli.library import run_list
-
-    run_guarded(lambda: run_list(json_out))
+    run_guarded(lambda: run_recipes(json_out))
 
 
 @app.command()
-def rm(
-    model: str = typer.Argument(..., help="20b, 120b, a repo id, a --dir folder or a .gguf path."),
-    gguf_only: bool = typer.Option(False, "--gguf-only", help="Keep the downloaded snapshot; delete only GGUFs."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+def imatrix(
+    model: Optional[str] = typer.Argument(None, help="A .gguf path or 20b/120b (default: the last GGUF written)."),
+    text: Optional[str] = typer.Option(None, "--text", help="Calibration text file (`-` reads stdin)."),
+    from_file: Optional[Path] = typer.Option(None, "--from", help="Import an imatrix made by llama-imatrix "
+                                                                  "(GGUF or legacy .dat) instead."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (default: "
+                                          "$GPTOSS_HOME/models/gpt-oss-SIZE.imatrix.gguf)."),
+    chunk_size: int = typer.Option(512, "--chunk-size", "--ctx-size", "-c", min=16, help="Tokens per chunk."),
+    threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="CPU threads (default: auto)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Delete a model's downloaded snapshot and GGUF files, after confirmation.
+    """Compute an importance matrix with llama.cpp (llama-imatrix's format; llama-quantize reads it too).
 
     Examples:
 
-        gptoss rm 20b
+        gptoss imatrix 20b --text calib.txt
 
-        gptoss rm 120b --gguf-only --yes
+        gptoss imatrix gpt-oss-120b-mxfp4.gguf --text calib.txt -o 120b.imatrix.gguf
+
+        gptoss imatrix --from imatrix.dat        # one made by llama-imatrix
     """
-    from gptoss_cli.library import run_rm
+    from gptoss_cli.imatrix_cmd import run_imatrix
 
-    run_guarded(lambda: run_rm(model, gguf_only, yes, json_out))
+    run_guarded(lambda: run_imatrix(model, text, from_file, output, chunk_size, threads, force, json_out))
 
+
+@app.command("eval")
+def eval_(
+    reference: str = typer.Argument(..., help="The reference GGUF (e.g. the f16 recipe)."),
+    tests: list[str] = typer.Argument(..., help="One or more GGUFs to compare with it."),
+    text: str = typer.Option(..., "--text", help="Evaluation text file (`-` reads stdin)."),
+    ctx_size: int = typer.Option(512, "--ctx-size", "-c", min=16, help="Tokens per chunk."),
+    chunks: Optional[int] = typer.Option(None, "--chunks", min=1, help="Evaluate at most this many chunks."),
+    threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="CPU threads (default: auto)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """KL divergence (mean, p99) and top-1 agreement against a reference GGUF, and each file's perplexity.
+
+    The second half of every chunk is scored, as llama-perplexity does.
+
+    Examples:
+
+        gptoss eval gpt-oss-20b-f16.gguf gpt-oss-20b-experts-q3.gguf --text sample.txt
+
+        gptoss eval ref.gguf a.gguf b.gguf --text wiki.txt --chunks 20 --json | jq '.results[].kl_mean'
+    """
+    from gptoss_cli.evaluate import run_eval
+
+    run_guarded(lambda: run_eval(reference, tests, text, ctx_size, threads, chunks, json_out))
 
 
 def main() -> None:
