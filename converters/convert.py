@@ -145,7 +145,8 @@ def _jobs(snap: Snapshot, t: PlannedTensor) -> Iterator[Callable[[], np.ndarray]
                                                     t.qtype, t.name)
 
 
-def _check_output(out_path: Path, total: int, force: bool) -> None:
+def check_output(out_path: Path, need: int, force: bool, what: str = "the output") -> None:
+    """Refuse an existing output without force, an unwritable folder, or too little disk for need bytes."""
     folder = out_path.parent
     if out_path.exists() and not force:
         raise OutputError(out_path, "already exists", "Pass --force to overwrite it, or choose -o")
@@ -156,8 +157,8 @@ def _check_output(out_path: Path, total: int, force: bool) -> None:
     if not os.access(folder, os.W_OK):
         raise OutputError(folder, "folder is not writable", "Choose another place with -o")
     free = free_bytes(folder)
-    if free < total + DISK_MARGIN:
-        raise OutputError(folder, f"not enough disk space: need {total / 1e9:.2f} GB (+ margin), "
+    if free < need + DISK_MARGIN:
+        raise OutputError(folder, f"not enough disk space: need {need / 1e9:.2f} GB for {what} (+ margin), "
                                   f"{free / 1e9:.2f} GB free", "Free some space or choose -o elsewhere")
 
 
@@ -174,7 +175,7 @@ def convert_checkpoint(snapshot_dir: Path, out_path: Path, recipe: str = "mxfp4"
         partial = out_path.with_name(out_path.name + ".partial")
         while True:
             planned = plan_tensors(snap, rec, keep_f32)
-            _check_output(out_path, sum(t.nbytes for t in planned), force)
+            check_output(out_path, sum(t.nbytes for t in planned), force)
             try:
                 _write(snap, rec, vocab, planned, partial, progress, workers)
                 os.replace(partial, out_path)

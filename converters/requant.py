@@ -20,13 +20,12 @@ from typing import Callable
 
 import numpy as np
 
-from converters.disk import free_bytes
-from converters.errors import OutputError, RunFailure
+from converters.convert import check_output
+from converters.errors import RunFailure
 from converters.sizing import LOSSLESS, SizePlan, pad, quantizable
 
 Progress = Callable[[int, int, str], None]      # (bytes done now, total bytes, tensor name)
 KEY_RECIPE = b"gptoss.recipe"
-DISK_MARGIN = 256 * 1024 * 1024
 _TENSOR_LINE = re.compile(r"\[\s*\d+/\s*\d+\]\s+(\S+)")
 _STILL_RUNNING: list = []
 
@@ -144,7 +143,8 @@ def write_quantized(snapshot_dir: Path, out_path: Path, plan: SizePlan, imatrix:
 
     out_path = Path(out_path)
     lossless_bytes = plan.header_bytes + sum(pad(tensor_nbytes(t.source, t.shape)) for t in plan.tensors)
-    check_output(out_path, plan.total_bytes + lossless_bytes, force)
+    check_output(out_path, plan.total_bytes + lossless_bytes, force,
+                 what="the output and a temporary lossless copy")
     # Both intermediate files live in a private folder: on Ctrl-C llama.cpp may still be about to create its
     # output, and removing the folder makes that creation fail instead of leaving a stray file behind.
     work = out_path.with_name(f".{out_path.name}.tmp")
@@ -233,20 +233,3 @@ def _tensor_types(buf) -> dict[str, int]:
         out[name] = u("<I")
         pos += 8
     return out
-
-
-def check_output(out_path: Path, need: int, force: bool) -> None:
-    """Refuse an existing output without force, an unwritable folder, or too little disk for need bytes."""
-    folder = out_path.parent
-    if out_path.exists() and not force:
-        raise OutputError(out_path, "already exists", "Pass --force to overwrite it, or choose -o")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(folder, f"cannot create the folder ({exc.strerror})") from exc
-    if not os.access(folder, os.W_OK):
-        raise OutputError(folder, "folder is not writable", "Choose another place with -o")
-    free = free_bytes(folder)
-    if free < need + DISK_MARGIN:
-        raise OutputError(folder, f"not enough disk space: need {need / 1e9:.2f} GB (output and a temporary "
-                                  f"lossless copy), {free / 1e9:.2f} GB free", "Free some space or choose -o elsewhere")

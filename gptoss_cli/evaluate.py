@@ -7,7 +7,6 @@ its logits for the scored positions go to a temporary file, so only one model is
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -140,7 +139,7 @@ def run_eval(reference: str, tests: list[str], text_file: str, ctx: int, threads
     """Resolve the GGUFs, read the text, evaluate with a progress bar, print a table or JSON."""
     ref = paths.resolve_gguf(reference)
     test_paths = [paths.resolve_gguf(t) for t in tests]
-    text = _read_text(text_file)
+    text = paths.read_text_arg(text_file, "text file")
     with ui.count_progress("evaluating") as advance:
         report = evaluate(ref, test_paths, text, ctx, threads, max_chunks, progress=advance)
     if as_json:
@@ -148,18 +147,6 @@ def run_eval(reference: str, tests: list[str], text_file: str, ctx: int, threads
     else:
         render(report)
     return report
-
-
-def _read_text(text_file: str) -> str:
-    if text_file == "-":
-        return sys.stdin.read()
-    path = Path(text_file).expanduser()
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BadInputError(path, "text file not found", "Pass --text FILE with the evaluation text") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInputError(path, f"cannot read the text ({exc})", "Pass a UTF-8 text file") from None
 
 
 def render(report: dict) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from converters.imatrix import collect, load_imatrix, write_imatrix
@@ -30,7 +29,7 @@ def run_imatrix(model: str | None, text_file: str | None, from_file: Path | None
         source = str(from_file)
     else:
         gguf = paths.resolve_gguf(model)
-        text = _read(text_file)
+        text = paths.read_text_arg(text_file, "calibration text")
         out = output or default_output(gguf)
         _check_free(out, force)
         from gptoss_cli.llama_glue import llama_log
@@ -57,13 +56,3 @@ def _check_free(out: Path, force: bool) -> None:
         raise OutputError(out, "already exists", "Pass --force to overwrite it, or choose -o")
 
 
-def _read(text_file: str) -> str:
-    if text_file == "-":
-        return sys.stdin.read()
-    path = Path(text_file).expanduser()
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BadInputError(path, "calibration text not found", "Pass --text FILE with plain text") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInputError(path, f"cannot read the text ({exc})", "Pass a UTF-8 text file") from None

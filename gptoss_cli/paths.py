@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
-from converters.errors import ModelNotFound
+from converters.errors import BadInputError, ModelNotFound
 
 SHORT_NAMES = {"20b": "openai/gpt-oss-20b", "120b": "openai/gpt-oss-120b"}
 LAST_FILE = "last.json"
@@ -120,3 +121,16 @@ def resolve_gguf(arg: str | None) -> Path:
     if not candidates:
         raise ModelNotFound(arg, f"no GGUF for it in {models_dir()}", f"Run `gptoss quantize {arg}` first")
     return candidates[-1]
+
+
+def read_text_arg(text_file: str, what: str) -> str:
+    """The text of a --text argument: a UTF-8 file, or standard input for '-'."""
+    if text_file == "-":
+        return sys.stdin.read()
+    path = Path(text_file).expanduser()
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInputError(path, f"{what} not found", "Pass --text FILE with plain text") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInputError(path, f"cannot read the text ({exc})", "Pass a UTF-8 text file") from None
