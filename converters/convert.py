@@ -202,16 +202,23 @@ def _default_workers() -> int:
     return min(4, os.cpu_count() or 1)
 
 
-def _write(snap: Snapshot, rec: Recipe, vocab: Vocab, planned: list[PlannedTensor], partial: Path,
-           progress: Progress | None, workers: int | None) -> None:
-    writer = FastGGUFWriter(partial, arch="gpt-oss")
+def write_header(path: Path, snap: Snapshot, vocab: Vocab, rec: Recipe,
+                 planned: list[PlannedTensor]) -> FastGGUFWriter:
+    """Write a GGUF's header, key/values and tensor infos to path; returns the open writer for the data."""
+    writer = FastGGUFWriter(path, arch="gpt-oss")
     repo, revision = snap.source
     write_metadata(writer, snap.hparams, vocab, rec, repo=repo, revision=revision, version=__version__)
     for t in planned:
         writer.add_tensor_info(t.name, t.shape, np.dtype(np.float32), t.nbytes, raw_dtype=t.qtype)
-    writer.write_header_to_file(partial)
+    writer.write_header_to_file(path)
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
+    return writer
+
+
+def _write(snap: Snapshot, rec: Recipe, vocab: Vocab, planned: list[PlannedTensor], partial: Path,
+           progress: Progress | None, workers: int | None) -> None:
+    writer = write_header(partial, snap, vocab, rec, planned)
     fout = writer.fout[0]
     total = sum(t.nbytes for t in planned)
     workers = workers or _default_workers()

@@ -17,10 +17,8 @@ import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as T
 
-from converters import __version__
-from converters.convert import PlannedTensor, plan_tensors, tensor_nbytes
+from converters.convert import PlannedTensor, plan_tensors, tensor_nbytes, write_header
 from converters.errors import BadInputError, RecipeError
-from converters.gguf_meta import FastGGUFWriter, write_metadata
 from converters.recipes import EXPERT_CLASSES, IMATRIX_REQUIRED, QuantSpec, get_recipe
 from converters.snapshot import Snapshot
 from converters.tokenizer import load_vocab
@@ -143,17 +141,9 @@ def header_nbytes(snap: Snapshot, spec: QuantSpec, base: list[PlannedTensor]) ->
     """Bytes before the tensor data (key/values and tensor infos, padded), as gguf-py and llama.cpp write them."""
     vocab = load_vocab(snap.folder, snap.hparams.vocab_size, snap.config)
     recipe = dataclasses.replace(spec.recipe, name=spec.name)
-    repo, revision = snap.source
     with tempfile.TemporaryDirectory(prefix="gptoss-size-") as tmp:
         path = Path(tmp) / "header.gguf"
-        writer = FastGGUFWriter(path, arch="gpt-oss")
-        write_metadata(writer, snap.hparams, vocab, recipe, repo=repo, revision=revision, version=__version__)
-        for t in base:
-            writer.add_tensor_info(t.name, t.shape, np.dtype(np.float32), t.nbytes, raw_dtype=t.qtype)
-        writer.write_header_to_file(path)
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        writer.close()
+        write_header(path, snap, vocab, recipe, base).close()
         return pad(path.stat().st_size)
 
 

@@ -9,31 +9,18 @@ from pathlib import Path
 import pytest
 
 from converters.errors import BadInputError
-from gptoss_cli import harmony
 from gptoss_cli.session import Sampling, Session, run_turn, stats_rows
 
 DATA = Path(__file__).parent / "data"
 tiktoken = pytest.importorskip("tiktoken")
 oh = pytest.importorskip("openai_harmony")
-from tiktoken.load import load_tiktoken_bpe  # noqa: E402
-
-O200K_PATTERN = "|".join([
-    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-    r"""\p{N}{1,3}""", r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""", r"""\s*[\r\n]+""", r"""\s+(?!\S)""", r"""\s+""",
-])
+from oracles import o200k_harmony  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tok():
-    """o200k_harmony built with tiktoken from tests/data (offline)."""
-    ranks = load_tiktoken_bpe(str(DATA / "o200k_base.tiktoken"))
-    specials = {f"<|reserved_{i}|>": i for i in range(harmony.FIRST_SPECIAL_ID, 201088)}
-    for name, i in harmony.SPECIAL_IDS.items():
-        specials.pop(f"<|reserved_{i}|>")
-        specials[name] = i
-    return tiktoken.Encoding("o200k_harmony", pat_str=O200K_PATTERN, mergeable_ranks=ranks,
-                             special_tokens=specials)
+    """tiktoken's own o200k_harmony encoding, offline (see tests/oracles.py)."""
+    return o200k_harmony()
 
 
 class ScriptedModel:
