@@ -14,6 +14,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 
 from converters import __version__
+from converters.data_writer import Chunk, Copy, Progress, interleave, split, write_pieces
 from converters.disk import free_bytes
 from converters.errors import OutputError
 from converters.ggml_kernels import bf16_to_f32, quantize_rows
@@ -24,7 +25,6 @@ from converters.snapshot import Snapshot
 from converters.tensor_map import MXFP4, OutSpec, output_specs
 from converters.tokenizer import Vocab, load_vocab
 
-Progress = Callable[[int, int, str], None]      # (bytes done now, total bytes, tensor name)
 CHUNK_ELEMENTS = 1 << 23                         # rows are converted in chunks of about 8M elements
 BF16_F16_OVERFLOW = 0x4780                       # |bf16 bits| >= this is >= 65536: beyond F16's max 65504
 DISK_MARGIN = 256 * 1024 * 1024
@@ -129,20 +129,25 @@ def _float_chunk(bits: np.ndarray, qtype: T, name: str) -> np.ndarray:
     return quantize_rows(values, qtype)
 
 
-def _jobs(snap: Snapshot, t: PlannedTensor) -> Iterator[Callable[[], np.ndarray]]:
-    """Callables producing the tensor's bytes in file order; each reads and converts one bounded chunk."""
+def _chunks(snap: Snapshot, t: PlannedTensor, offset: int) -> Iterator[Chunk]:
+    """The tensor's bytes as chunks at their file offsets; each reads and converts one bounded slice."""
     spec = t.spec
     rows = spec.rows or slice(None)
     if spec.kind == MXFP4:
         blocks, scales = spec.source + "_blocks", spec.source + "_scales"
-        for e in range(snap.entry(blocks).shape[0]):
-            yield lambda e=e: repack_hf_to_ggml(snap.read_rows(blocks, e, 1)[0, rows],
-                                                snap.read_rows(scales, e, 1)[0, rows])
+        experts = snap.entry(blocks).shape[0]
+        for e in range(experts):
+            yield Chunk(t.name, offset + e * (t.nbytes // experts), t.nbytes // experts,
+                        lambda e=e: repack_hf_to_ggml(snap.read_rows(blocks, e, 1)[0, rows],
+                                                      snap.read_rows(scales, e, 1)[0, rows]))
         return
     for start, count in _row_chunks(snap, spec.source):
-        yield lambda s=start, n=count: _float_chunk(snap.read_rows(spec.source, s, n)[:, rows]
-                                                    if spec.rows else snap.read_rows(spec.source, s, n),
-                                                    t.qtype, t.name)
+        nbytes = tensor_nbytes(t.qtype, (count, *t.shape[1:]))
+        yield Chunk(t.name, offset, nbytes,
+                    lambda s=start, n=count: _float_chunk(snap.read_rows(spec.source, s, n)[:, rows]
+                                                          if spec.rows else snap.read_rows(spec.source, s, n),
+                                                          t.qtype, t.name))
+        offset += nbytes
 
 
 def check_output(out_path: Path, need: int, force: bool, what: str = "the output") -> None:
@@ -220,37 +225,24 @@ def _write(snap: Snapshot, rec: Recipe, vocab: Vocab, planned: list[PlannedTenso
            progress: Progress | None, workers: int | None) -> None:
     writer = write_header(partial, snap, vocab, rec, planned)
     fout = writer.fout[0]
-    total = sum(t.nbytes for t in planned)
-    workers = workers or _default_workers()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for t in planned:
-            writer.write_padding(fout, fout.tell())
-            if _is_raw_copy(snap, t):
-                fout.flush()
-                start = fout.tell()
-                written = snap.copy_to(t.spec.source, fout.fileno(), start)
-                fout.seek(start + written)
-                if progress:
-                    progress(written, total, t.name)
-                continue
-            written = 0
-            for chunk in _ordered(pool, _jobs(snap, t), lookahead=2 * workers):
-                chunk.tofile(fout)
-                written += chunk.nbytes
-                if progress:
-                    progress(chunk.nbytes, total, t.name)
-            if written != t.nbytes:
-                raise AssertionError(f"{t.name}: wrote {written} bytes, planned {t.nbytes}")
     writer.write_padding(fout, fout.tell())
-    writer.close()  # flushes; the rename that follows is what makes the file visible under its name
+    fout.flush()
+    offset, copies, converted = fout.tell(), [], []
+    for t in planned:
+        if _is_raw_copy(snap, t):
+            copies += split(Copy(t.name, offset, t.nbytes, _copier(snap, t.spec.source)))
+        else:
+            converted.append((t, offset))
+        offset += gguf.GGUFWriter.ggml_pad(t.nbytes, writer.data_alignment)
+    chunks = (chunk for t, start in converted for chunk in _chunks(snap, t, start))
+    pieces = interleave(copies, chunks, sum(t.nbytes for t, _ in converted))
+    try:
+        write_pieces(fout.fileno(), offset, pieces, workers=workers or _default_workers(),
+                     progress=progress, total=sum(t.nbytes for t in planned))
+    finally:
+        writer.close()  # the rename that follows is what makes the file visible under its name
 
 
-def _ordered(pool: ThreadPoolExecutor, jobs: Iterator[Callable[[], np.ndarray]], lookahead: int):
-    """Run jobs on the pool, yielding results in order with at most `lookahead` in flight."""
-    pending = []
-    for job in jobs:
-        pending.append(pool.submit(job))
-        if len(pending) >= lookahead:
-            yield pending.pop(0).result()
-    for fut in pending:
-        yield fut.result()
+def _copier(snap: Snapshot, source: str) -> Callable[[int, int, int, int], int]:
+    """A Copy's callable: bytes of the source tensor into fd at offset, in the kernel."""
+    return lambda fd, offset, start, nbytes: snap.copy_to(source, fd, offset, start, nbytes)

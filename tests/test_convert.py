@@ -10,6 +10,7 @@ from gguf import GGMLQuantizationType as T
 from gguf import GGUFReader
 from gguf.quants import dequantize
 
+from converters import data_writer
 from converters.convert import convert_checkpoint
 from converters.mxfp4 import dequantize_hf
 from converters.snapshot import Snapshot
@@ -92,6 +93,17 @@ def test_mxfp4_recipe_types_by_class(reader):
     for f32_name in ("blk.0.ffn_gate_inp.weight", "blk.0.attn_sinks.weight", "blk.0.attn_norm.weight",
                      "output_norm.weight", "blk.0.attn_q.bias", "blk.0.ffn_down_exps.bias"):
         assert types[f32_name] == T.F32, f32_name
+
+
+def test_bf16_file_is_the_same_whatever_the_copy_piece_size_and_threads(tiny_checkpoint, tmp_path, monkeypatch):
+    # The data section is filled out of order (kernel copies in pieces, converted chunks at fixed offsets):
+    # odd piece sizes and one thread versus four must give the same bytes, padding included.
+    first = convert_checkpoint(tiny_checkpoint, tmp_path / "a.gguf", recipe="bf16", workers=4).path
+    monkeypatch.setattr(data_writer, "COPY_PIECE", 4097)
+    second = convert_checkpoint(tiny_checkpoint, tmp_path / "b.gguf", recipe="bf16", workers=1).path
+    assert first.read_bytes() == second.read_bytes()
+    emb = _tensor(GGUFReader(second), "token_embd.weight")
+    assert emb.n_bytes > 3 * 4097  # so the copy really was split
 
 
 @pytest.mark.parametrize("recipe", ["f16", "bf16"])

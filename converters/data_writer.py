@@ -1,0 +1,110 @@
+"""Fill a GGUF's data section at fixed offsets: kernel copies and converted chunks run at the same time.
+
+Every piece knows its byte offset before any data moves (the tensor infos fix them), so pieces need no
+ordering: one thread pool takes both kinds, copies of unchanged bytes done file-to-file in the kernel
+(copy_file_range) and chunks converted in memory and written with pwrite, mixed in proportion to their
+bytes so that both cores stay busy to the end. Memory stays bounded by the pieces in flight; padding
+between tensors is the zero-filled hole left by ftruncate.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+Progress = Callable[[int, int, str], None]      # (bytes done now, total bytes, tensor name)
+COPY_PIECE = 128 << 20                          # unchanged tensors are copied in pieces of this many bytes
+
+
+@dataclass(frozen=True)
+class Copy:
+    """Unchanged bytes: copy(fd, offset, start, nbytes) copies the tensor's bytes [start, start+nbytes)."""
+
+    name: str
+    offset: int
+    nbytes: int
+    copy: Callable[[int, int, int, int], int]
+    start: int = 0
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Bytes computed in memory: make() returns them; they go to offset."""
+
+    name: str
+    offset: int
+    nbytes: int
+    make: Callable[[], np.ndarray]
+
+
+def split(copy: Copy, piece: int | None = None) -> Iterator[Copy]:
+    """The copy as pieces of at most `piece` bytes (default COPY_PIECE), so threads can share a large tensor."""
+    piece = piece or COPY_PIECE
+    for start in range(0, copy.nbytes, piece):
+        n = min(piece, copy.nbytes - start)
+        yield Copy(copy.name, copy.offset + start, n, copy.copy, copy.start + start)
+
+
+def _run(fd: int, piece: Copy | Chunk) -> int:
+    if isinstance(piece, Copy):
+        done = piece.copy(fd, piece.offset, piece.start, piece.nbytes)
+    else:
+        data = piece.make()
+        if data.nbytes != piece.nbytes:
+            raise AssertionError(f"{piece.name}: a chunk of {data.nbytes} bytes, planned {piece.nbytes}")
+        view, done = memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8)), 0
+        while done < piece.nbytes:
+            done += os.pwrite(fd, view[done:], piece.offset + done)
+    if done != piece.nbytes:
+        raise AssertionError(f"{piece.name}: wrote {done} bytes, planned {piece.nbytes}")
+    return done
+
+
+def interleave(copies: list[Copy], chunks: Iterable[Chunk], chunk_bytes: int) -> Iterator[Copy | Chunk]:
+    """Copies and chunks merged so that each stream's share of its own bytes advances at the same pace."""
+    copy_bytes = sum(c.nbytes for c in copies) or 1
+    copied = converted = 0
+    pending = iter(copies)
+    next_copy = next(pending, None)
+    for chunk in chunks:
+        while next_copy is not None and copied / copy_bytes <= converted / max(chunk_bytes, 1):
+            yield next_copy
+            copied += next_copy.nbytes
+            next_copy = next(pending, None)
+        yield chunk
+        converted += chunk.nbytes
+    if next_copy is not None:
+        yield next_copy
+    yield from pending
+
+
+def write_pieces(fd: int, end: int, pieces: Iterable[Copy | Chunk], *, workers: int,
+                 progress: Progress | None = None, total: int = 0) -> None:
+    """Write every piece to fd, whose data section ends at byte `end`; at most 2 x workers pieces in flight."""
+    os.ftruncate(fd, end)
+    names: dict[Future, str] = {}
+    with ThreadPoolExecutor(workers, thread_name_prefix="gguf-write") as pool:
+        try:
+            for piece in pieces:
+                while len(names) >= 2 * workers:
+                    _settle(names, wait(names, return_when=FIRST_COMPLETED).done, progress, total)
+                names[pool.submit(_run, fd, piece)] = piece.name
+            while names:
+                _settle(names, wait(names, return_when=FIRST_COMPLETED).done, progress, total)
+        except BaseException:
+            for fut in names:
+                fut.cancel()
+            raise
+
+
+def _settle(names: dict[Future, str], done: set[Future], progress: Progress | None, total: int) -> None:
+    """Collect finished pieces (raising the first failure) and report their bytes."""
+    for fut in done:
+        written = fut.result()
+        name = names.pop(fut)
+        if progress:
+            progress(written, total, name)
