@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 
 import gguf
+import numpy as np
 
 from converters.recipes import Recipe
 from converters.snapshot import HParams
@@ -91,9 +92,21 @@ class FastGGUFWriter(gguf.GGUFWriter):
             return super()._pack_val(val, vtype, add_vtype, sub_type)
         head = struct.pack("<I", vtype) if add_vtype else b""
         if all(isinstance(v, str) for v in val):
-            encoded = [v.encode("utf-8") for v in val]
-            body = b"".join(part for b in encoded for part in (struct.pack("<Q", len(b)), b))
-            return head + struct.pack("<IQ", gguf.GGUFValueType.STRING, len(val)) + body
+            return head + struct.pack("<IQ", gguf.GGUFValueType.STRING, len(val)) + pack_strings(val)
         if all(type(v) is int for v in val):
-            return head + struct.pack(f"<IQ{len(val)}i", gguf.GGUFValueType.INT32, len(val), *val)
+            return head + struct.pack("<IQ", gguf.GGUFValueType.INT32, len(val)) + np.asarray(val, "<i4").tobytes()
         return super()._pack_val(val, vtype, add_vtype, sub_type)
+
+
+def pack_strings(strings: list[str]) -> bytes:
+    """GGUF string-array body: per string a little-endian uint64 byte length, then its UTF-8 bytes."""
+    encoded = [s.encode("utf-8") for s in strings]
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    starts = np.arange(len(encoded), dtype=np.int64) * 8 + np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    out = np.empty(8 * len(encoded) + int(lengths.sum()), dtype=np.uint8)
+    is_text = np.ones(out.size, dtype=bool)
+    length_bytes = starts[:, None] + np.arange(8)
+    is_text[length_bytes] = False
+    out[length_bytes] = lengths.astype("<u8").view(np.uint8).reshape(-1, 8)
+    out[is_text] = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    return out.tobytes()

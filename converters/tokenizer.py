@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +30,31 @@ class Vocab:
 
 
 def load_vocab(folder: Path, vocab_size: int, config: dict) -> Vocab:
-    """Read tokenizer.json (+ config/chat template) from a snapshot folder."""
+    """Read tokenizer.json (+ config/chat template) from a snapshot folder; parsed once per process and files."""
+    bos = config.get("bos_token_id")
+    ids = (None if bos is None else int(bos), int(_first(config.get("eos_token_id"), 200002)),
+           int(_first(config.get("pad_token_id"), 199999)))
+    return _load_vocab(Path(folder).resolve(), vocab_size, ids, _stamp(Path(folder)))
+
+
+def _stamp(folder: Path) -> tuple:
+    """Size and mtime of the files a Vocab is read from (a changed file means a new parse)."""
+    stamp = []
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        try:
+            st = (folder / name).stat()
+            stamp.append((st.st_size, st.st_mtime_ns))
+        except OSError:
+            stamp.append(None)
+    return tuple(stamp)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_vocab(folder: Path, vocab_size: int, ids: tuple[int | None, int, int], _stamp: tuple) -> Vocab:
+    bos, eos, pad = ids
     path = folder / "tokenizer.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_bytes())
         model = data["model"]
         vocab: dict[str, int] = model["vocab"]
         merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
@@ -53,12 +75,10 @@ def load_vocab(folder: Path, vocab_size: int, config: dict) -> Vocab:
     for idx, tok in enumerate(tokens):
         if tok is None:  # ids the tokenizer does not define: unused padding entries
             tokens[idx], types[idx] = f"[PAD{idx}]", int(TokenType.UNUSED)
-    by_text = {t: i for i, t in enumerate(tokens)}
+    if bos is None:
+        bos = tokens.index(BOS_TEXT) if BOS_TEXT in tokens else 199998
     return Vocab(
-        tokens=tokens, types=types, merges=merges,
-        bos_id=int(config.get("bos_token_id") or by_text.get(BOS_TEXT, 199998)),
-        eos_id=int(_first(config.get("eos_token_id"), 200002)),
-        pad_id=int(_first(config.get("pad_token_id"), 199999)),
+        tokens=tokens, types=types, merges=merges, bos_id=bos, eos_id=eos, pad_id=pad,
         chat_template=_chat_template(folder),
     )
 
