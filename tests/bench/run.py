@@ -1,6 +1,6 @@
 """`make bench`: every benchmark in one run, printed as tables and written as JSON.
 
-    python -m tests.bench.run --out bench-out [--only convert,chat,pull,recipes]
+    python -m tests.bench.run --out bench-out [--only convert,chat,offload,pull,recipes]
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def bench_convert(out: Path) -> dict:
     from tests.bench import convert_bench
 
     result = convert_bench.run(_slice(out), out / "convert")
-    t = Table(title=f"convert: real-width slice, {result['input_mb']} MB of safetensors")
+    t = Table(title=f"convert: real-width slice, {result['input_mb']} MB of safetensors "
+                    f"(gptoss and cp: median of {result['repeats']})")
     for col in ("recipe", "gptoss s", "MB/s", "peak RSS MB", "convert_hf_to_gguf s", "its RSS MB",
                 "speed-up", "cp s", "gptoss/cp"):
         t.add_column(col, justify="right")
@@ -56,14 +57,25 @@ def _optional(module: str, call) -> dict:
     return result
 
 
-def bench_chat(out: Path) -> dict:
+def _slice_gguf(out: Path) -> Path:
     from converters.convert import convert_checkpoint
 
     gguf = out / "slice-mxfp4.gguf"
     if not gguf.exists():
         convert_checkpoint(_slice(out), gguf, "mxfp4", force=True)
+    return gguf
+
+
+def bench_chat(out: Path) -> dict:
+    gguf = _slice_gguf(out)
     console.print("[bold]chat: gptoss chat -p vs a bare llama-cpp-python loop (slice GGUF)")
     return _optional("chat_bench", lambda m: m.run(gguf))
+
+
+def bench_offload(out: Path) -> dict:
+    gguf = _slice_gguf(out)
+    console.print("[bold]offload: expert placement, GPU memory and decode speed per --n-cpu-moe (slice GGUF)")
+    return _optional("offload_bench", lambda m: m.run(gguf))
 
 
 def bench_pull(out: Path) -> dict:
@@ -76,7 +88,8 @@ def bench_recipes(out: Path) -> dict:
     return _optional("recipes_bench", lambda m: m.run(_slice(out), out / "recipes"))
 
 
-BENCHES = {"convert": bench_convert, "chat": bench_chat, "pull": bench_pull, "recipes": bench_recipes}
+BENCHES = {"convert": bench_convert, "chat": bench_chat, "offload": bench_offload, "pull": bench_pull,
+           "recipes": bench_recipes}
 
 
 def main(argv: list[str] | None = None) -> int:
