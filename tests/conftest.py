@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,10 @@ DATA = TESTS / "data"
 ROOT = TESTS.parent
 # openai-harmony and tiktoken load o200k_base from here instead of the network.
 os.environ["TIKTOKEN_ENCODINGS_BASE"] = str(DATA)
+# Tests press Ctrl-C in child processes. A shell starts background jobs (`make test &`, nohup) with SIGINT
+# ignored, and children inherit that, so they would never see it; give them the default handler back.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
