@@ -53,11 +53,8 @@ def _run(fd: int, piece: Copy | Chunk) -> int:
     if isinstance(piece, Copy):
         done = piece.copy(fd, piece.offset, piece.start, piece.nbytes)
     else:
-        data = piece.make()
-        if data.nbytes != piece.nbytes:
-            raise AssertionError(f"{piece.name}: a chunk of {data.nbytes} bytes, planned {piece.nbytes}")
-        view, done = memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8)), 0
-        while done < piece.nbytes:
+        view, done = memoryview(np.ascontiguousarray(piece.make()).reshape(-1).view(np.uint8)), 0
+        while done < view.nbytes:
             done += os.pwrite(fd, view[done:], piece.offset + done)
     if done != piece.nbytes:
         raise AssertionError(f"{piece.name}: wrote {done} bytes, planned {piece.nbytes}")

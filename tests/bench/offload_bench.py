@@ -58,10 +58,11 @@ def run(gguf: Path) -> dict:
     from gptoss_cli.gguf_header import read_metadata
 
     layers = read_metadata(gguf, {"gpt-oss.block_count"})["gpt-oss.block_count"]
+    offload = bool(llama_cpp.llama_supports_gpu_offload())
     rows = [measure(gguf, gpu_layers=0)]
-    if llama_cpp.llama_supports_gpu_offload():
+    if offload:
         rows += [measure(gguf, n_cpu_moe=n) for n in range(layers + 1)]
-    return {"gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()), "layers": layers, "rows": rows}
+    return {"gpu_offload": offload, "layers": layers, "rows": rows}
 
 
 if __name__ == "__main__":
