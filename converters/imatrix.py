@@ -1,4 +1,4 @@
-"""Importance matrices: collect them with llama.cpp on a calibration text, read and write llama.cpp's formats.
+"""Importance matrices: the graph callback that collects them (run by `gptoss imatrix`), llama.cpp's file formats.
 
 Collection follows llama-imatrix (tools/imatrix): a graph callback sees every matrix multiplication by a
 `blk.*` weight and adds the squared input activations per column (per expert for MUL_MAT_ID, counting the
@@ -12,15 +12,13 @@ import ctypes
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from converters.errors import BadInputError, RunFailure
+from converters.errors import BadInputError
 
 KEY_DATASETS, KEY_CHUNK_COUNT, KEY_CHUNK_SIZE = "imatrix.datasets", "imatrix.chunk_count", "imatrix.chunk_size"
 MIN_TOKENS = 16          # llama-imatrix ignores smaller dense multiplications
-Progress = Callable[[int, int], None]   # (chunks done now, total chunks)
 
 
 @dataclass
@@ -159,7 +157,7 @@ def _ggml_base():
     return lib
 
 
-class _Collector:
+class Collector:
     """The graph callback: squared activations of every blk.* matrix multiplication."""
 
     def __init__(self, stats: Stats) -> None:
@@ -228,49 +226,3 @@ def _weight_name(name: str) -> str:
     if "#" in name:
         return name.split("#")[1]
     return name
-
-
-def collect(gguf_path: Path, text: str, dataset: str, chunk_size: int = 512, threads: int | None = None,
-            progress: Progress | None = None) -> Stats:
-    """Run the model over the text in chunks of chunk_size tokens, collecting the importance matrix."""
-    import llama_cpp
-    from llama_cpp import Llama
-
-    try:
-        llm = Llama(model_path=str(gguf_path), n_ctx=chunk_size, n_batch=chunk_size, n_ubatch=chunk_size,
-                    n_gpu_layers=0, n_threads=threads, verbose=False)
-    except (ValueError, RuntimeError) as exc:
-        raise RunFailure(gguf_path, f"llama.cpp could not load the model ({exc})") from exc
-    tokens = llm.tokenize(text.encode(), add_bos=False, special=False)
-    n_chunks = len(tokens) // chunk_size
-    if n_chunks < 1:
-        llm.close()
-        raise BadInputError(dataset, f"the text has {len(tokens)} tokens, fewer than one chunk of {chunk_size}",
-                            "Use a longer calibration text or a smaller --chunk-size")
-    stats = Stats(datasets=[dataset], chunk_size=chunk_size)
-    collector = _Collector(stats)
-    callback = llama_cpp.ggml_backend_sched_eval_callback(collector)
-    cparams = llama_cpp.llama_context_default_params()
-    cparams.n_ctx = cparams.n_batch = cparams.n_ubatch = chunk_size
-    cparams.n_threads = cparams.n_threads_batch = threads or llm.n_threads
-    cparams.cb_eval, cparams.cb_eval_user_data = callback, None
-    ctx = llama_cpp.llama_init_from_model(llm._model.model, cparams)
-    if not ctx:
-        llm.close()
-        raise RunFailure(gguf_path, "llama.cpp could not create a context for the imatrix")
-    try:
-        for c in range(n_chunks):
-            chunk = tokens[c * chunk_size:(c + 1) * chunk_size]
-            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
-            arr = (llama_cpp.llama_token * len(chunk))(*chunk)
-            if llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(arr, len(chunk))) != 0:
-                raise RunFailure(gguf_path, f"llama.cpp failed to evaluate chunk {c + 1}")
-            if collector.error is not None:
-                raise RunFailure(gguf_path, f"collecting activations failed ({collector.error})")
-            stats.chunk_count = c + 1
-            if progress:
-                progress(1, n_chunks)
-    finally:
-        llama_cpp.llama_free(ctx)
-        llm.close()
-    return stats

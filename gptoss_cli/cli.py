@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -18,6 +19,14 @@ app = typer.Typer(
     rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
 )
+
+
+class FlashAttn(str, Enum):
+    """llama.cpp's --flash-attn values."""
+
+    auto = "auto"
+    on = "on"
+    off = "off"
 
 
 def _version(value: bool) -> None:
@@ -64,7 +73,7 @@ def pull(
 
         gptoss pull 20b --quantize && gptoss chat
     """
-    from gptoss_cli.pull import run_pull
+    from gptoss_cli.hub.pull import run_pull
 
     run_guarded(lambda: run_pull(model, revision, local_dir, token, quantize, not no_verify, json_out, workers))
 
@@ -79,7 +88,7 @@ def list_models(json_out: bool = typer.Option(False, "--json", help="Print one J
 
         gptoss list --json | jq '.models[].path'
     """
-    from gptoss_cli.library import run_list
+    from gptoss_cli.hub.library import run_list
 
     run_guarded(lambda: run_list(json_out))
 
@@ -99,7 +108,7 @@ def rm(
 
         gptoss rm 120b --gguf-only --yes
     """
-    from gptoss_cli.library import run_rm
+    from gptoss_cli.hub.library import run_rm
 
     run_guarded(lambda: run_rm(model, gguf_only, yes, json_out))
 
@@ -146,7 +155,7 @@ def quantize(
 
         gptoss quantize 20b --experts q4_k --attn q8_0 --embed q6_k --tensor-type 'blk\\.0\\..*_exps=mxfp4'
     """
-    from gptoss_cli.quantize import QuantizeOptions, run_quantize, split_output
+    from gptoss_cli.quant.quantize import QuantizeOptions, run_quantize, split_output
 
     out_path, out_type = split_output(output, output_type)
     opts = QuantizeOptions(model=model, recipe=recipe, output=out_path, force=force, as_json=json_out,
@@ -169,7 +178,7 @@ def info(
 
         gptoss info 20b --json | jq .classes
     """
-    from gptoss_cli.info import run_info
+    from gptoss_cli.quant.info import run_info
 
     run_guarded(lambda: run_info(model, json_out))
 
@@ -198,7 +207,8 @@ def chat(
     ctx_size: int = typer.Option(8192, "--ctx-size", "-c", min=64, help="Context size in tokens."),
     threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="CPU threads (default: auto)."),
     gpu_layers: int = typer.Option(-1, "--gpu-layers", "-ngl", help="Layers on the GPU (-1: all, when there is one)."),
-    flash_attn: bool = typer.Option(False, "--flash-attn", "-fa", help="Use flash attention."),
+    flash_attn: FlashAttn = typer.Option("auto", "--flash-attn", "-fa", help="Flash attention: auto (llama.cpp "
+                                         "turns it on where the backend supports it), on or off."),
     cpu_moe: bool = typer.Option(False, "--cpu-moe", help="Keep all expert weights in system RAM."),
     n_cpu_moe: int = typer.Option(0, "--n-cpu-moe", min=0, help="Keep the experts of the first N layers in RAM."),
     fit: bool = typer.Option(False, "--fit", help="Choose --n-cpu-moe from free memory; prints the plan."),
@@ -213,14 +223,15 @@ def chat(
 
         echo "2+2?" | gptoss chat 20b --json   # one-shot; -p "TEXT" works too
     """
-    from gptoss_cli.backend import BackendOptions
-    from gptoss_cli.chat import ChatOptions, run_chat
-    from gptoss_cli.session import Sampling
+    from gptoss_cli.engine.backend import BackendOptions
+    from gptoss_cli.chat.command import ChatOptions, run_chat
+    from gptoss_cli.engine.session import Sampling
 
     opts = ChatOptions(
         model=model, effort=effort.lower(), show_thinking=show_thinking, system=system, prompt=prompt,
         json_out=json_out, fit=fit, sampling=Sampling(temperature, top_p, max_tokens),
-        backend=BackendOptions(ctx_size=ctx_size, threads=threads, gpu_layers=gpu_layers, flash_attn=flash_attn,
+        backend=BackendOptions(ctx_size=ctx_size, threads=threads, gpu_layers=gpu_layers,
+                               flash_attn=flash_attn.value,
                                cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe, seed=seed))
     run_guarded(lambda: run_chat(opts))
 
@@ -237,8 +248,8 @@ def plan(
     vram: Optional[str] = typer.Option(None, "--vram", help="GPU memory to plan for, e.g. 24GB (default: free "
                                                            "memory of this machine's GPUs; 0: CPU only)."),
     ram: Optional[str] = typer.Option(None, "--ram", help="System RAM to plan for (default: available RAM)."),
-    flash_attn: bool = typer.Option(False, "--flash-attn", "-fa", help="Plan for flash attention "
-                                                                       "(much smaller compute buffer)."),
+    flash_attn: FlashAttn = typer.Option("auto", "--flash-attn", "-fa", help="Flash attention as chat will run it: "
+                                         "auto and on plan its much smaller compute buffer."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Plan memory without loading anything: what goes on the GPU, what stays in RAM, the --n-cpu-moe to use.
@@ -249,13 +260,13 @@ def plan(
 
         gptoss plan 120b --vram 24GB --ctx 32768
 
-        gptoss plan 20b --vram 8GB --flash-attn
+        gptoss plan 20b --vram 8GB --flash-attn off
 
         gptoss plan gpt-oss-120b-mxfp4.gguf --json | jq .n_cpu_moe
     """
-    from gptoss_cli.planning import run_plan
+    from gptoss_cli.memory.planning import run_plan
 
-    run_guarded(lambda: run_plan(model, ctx_size, vram, ram, flash_attn, json_out))
+    run_guarded(lambda: run_plan(model, ctx_size, vram, ram, flash_attn.value, json_out))
 
 
 # --- recipes / imatrix / eval --------------------------------------------------------------------
@@ -270,7 +281,7 @@ def recipes(json_out: bool = typer.Option(False, "--json", help="Print one JSON 
 
         gptoss recipes --json | jq '.recipes[].recipe'
     """
-    from gptoss_cli.recipes_cmd import run_recipes
+    from gptoss_cli.quant.recipes import run_recipes
 
     run_guarded(lambda: run_recipes(json_out))
 
@@ -298,7 +309,7 @@ def imatrix(
 
         gptoss imatrix --from imatrix.dat        # one made by llama-imatrix
     """
-    from gptoss_cli.imatrix_cmd import run_imatrix
+    from gptoss_cli.quant.imatrix import run_imatrix
 
     run_guarded(lambda: run_imatrix(model, text, from_file, output, chunk_size, threads, force, json_out))
 
@@ -323,11 +334,14 @@ def eval_(
 
         gptoss eval ref.gguf a.gguf b.gguf --text wiki.txt --chunks 20 --json | jq '.results[].kl_mean'
     """
-    from gptoss_cli.evaluate import run_eval
+    from gptoss_cli.quant.evaluate import run_eval
 
     run_guarded(lambda: run_eval(reference, tests, text, ctx_size, threads, chunks, json_out))
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point; a crash inside llama.cpp still prints where it happened (faulthandler)."""
+    import faulthandler
+
+    faulthandler.enable()
     app()

@@ -59,15 +59,11 @@ def reference_logits(folder: Path, tokens: list[int]) -> np.ndarray:
 
 
 def llama_cpp_logits(gguf: Path, tokens: list[int]) -> np.ndarray:
-    """Logits [len(tokens), vocab] of llama.cpp (llama-cpp-python, CPU) on a GGUF."""
-    from llama_cpp import Llama
+    """Logits [len(tokens), vocab] of llama.cpp on a GGUF, on the CPU, loaded as gptoss loads every model."""
+    from gptoss_cli.engine.scorer import Scorer
 
-    llm = Llama(model_path=str(gguf), n_ctx=max(256, len(tokens) + 8), n_batch=512, logits_all=True,
-                n_threads=2, n_gpu_layers=0, verbose=False)
-    llm.eval(tokens)
-    scores = np.array(llm.scores[: len(tokens)], dtype=np.float64)
-    llm.close()
-    return scores
+    with Scorer(gguf, max(256, len(tokens) + 8), gpu_layers=0) as llm:
+        return llm.run(tokens).astype(np.float64)
 
 
 def kl_and_top1(ref: np.ndarray, test: np.ndarray) -> tuple[float, float]:

@@ -191,8 +191,8 @@ def test_repl_ctrl_d_quits_and_load_restores(tiny_gguf, tmp_path):
 def test_llama_cpp_tokenizes_our_prompt_as_openai_harmony_does(tiny_gguf):
     """The text prompt, tokenized by llama.cpp with the GGUF's vocabulary, equals harmony's tokens."""
     oh = pytest.importorskip("openai_harmony")
-    from gptoss_cli import harmony
-    from gptoss_cli.backend import Backend, BackendOptions
+    from gptoss_cli.engine import harmony
+    from gptoss_cli.engine.backend import Backend, BackendOptions
 
     messages = [harmony.Message("user", "Grüße — 日本語 🙂 2+2?"), harmony.Message("assistant", "4", "final"),
                 harmony.Message("user", "and 3+3?")]
@@ -217,9 +217,9 @@ def test_repl_view_thinking_shown_dimmed_or_summarised(tiny_gguf):
 
     from rich.console import Console
 
-    from gptoss_cli.backend import Backend, BackendOptions
-    from gptoss_cli.repl import Repl
-    from gptoss_cli.session import Sampling, Session
+    from gptoss_cli.engine.backend import Backend, BackendOptions
+    from gptoss_cli.chat.repl import Repl
+    from gptoss_cli.engine.session import Sampling, Session
 
     reply = ("<|channel|>analysis<|message|>Let me think about lists.<|end|><|start|>assistant<|channel|>final"
              "<|message|># Groceries\n\n- **milk**\n- eggs<|return|>")

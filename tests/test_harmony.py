@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gptoss_cli import harmony
-from gptoss_cli.harmony import Message, StreamParser
+from gptoss_cli.engine import harmony
+from gptoss_cli.engine.harmony import Message, StreamParser
 
 DATA = Path(__file__).parent / "data"
 os.environ.setdefault("TIKTOKEN_ENCODINGS_BASE", str(DATA))

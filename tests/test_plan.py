@@ -8,10 +8,10 @@ import gguf
 import pytest
 
 from converters.errors import BadInputError
-from gptoss_cli.devices import parse_meminfo, parse_nvidia_smi, parse_size
-from gptoss_cli.gguf_header import read_architecture, read_gguf_header
-from gptoss_cli.plan import GiB, compute_buffer_bytes, kv_cache_bytes, plan_memory
-from gptoss_cli.shapes import KNOWN_CONFIGS, shape_from_config, shape_from_config_file, shape_from_gguf
+from gptoss_cli.memory.devices import parse_meminfo, parse_nvidia_smi, parse_size
+from gptoss_cli.engine.gguf_header import read_architecture, read_gguf_header
+from gptoss_cli.memory.plan import GiB, compute_buffer_bytes, kv_cache_bytes, plan_memory
+from gptoss_cli.memory.shapes import KNOWN_CONFIGS, shape_from_config, shape_from_config_file, shape_from_gguf
 
 from conftest import DATA
 
@@ -171,21 +171,27 @@ def test_parse_nvidia_smi_and_meminfo():
 # --- the command ------------------------------------------------------------------------------------
 
 def test_plan_command_json(cli):
-    r = cli("plan", "120b", "--vram", "24GB", "--ram", "64GB", "--ctx", "32768", "--json")
+    r = cli("plan", "120b", "--vram", "24GB", "--ram", "64GB", "--ctx", "32768", "--flash-attn", "off", "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["fits"] and doc["n_cpu_moe"] == 27
-    assert doc["command"] == "gptoss chat 120b --n-cpu-moe 27 --ctx-size 32768"
+    assert doc["command"] == "gptoss chat 120b --n-cpu-moe 27 --ctx-size 32768 --flash-attn off"
     assert "release shape" in doc["source"]
+    # chat's default, --flash-attn auto, runs flash attention: no attention-score buffer, 3 more layers fit
+    r = cli("plan", "120b", "--vram", "24GB", "--ram", "64GB", "--ctx", "32768", "--json")
+    doc = json.loads(r.stdout)
+    assert doc["n_cpu_moe"] == 24 and doc["command"] == "gptoss chat 120b --n-cpu-moe 24 --ctx-size 32768"
 
 
 def test_plan_command_table_and_errors(cli, tiny_gguf):
     r = cli("plan", "20b", "--vram", "8GB", "--ram", "32GB")
     assert r.returncode == 0, r.stderr
     # the backend's short sliding-window cache (see test_20b_on_8gb for the full-size one): KV at 8192 is
-    # 12 * 8192 * 2048 + 12 * 768 * 2048 = 220,200,960; fixed = (1,302,341,376 + 220,200,960) * 1.1
-    # + 1,191,706,624 = 2,866,503,194; 5,723,431,398 / 466,532,352 = 12.27 -> 12 layers on GPU
-    assert "--n-cpu-moe 12" in r.stdout and "experts of layers 0-11" in r.stdout
+    # 12 * 8192 * 2048 + 12 * 768 * 2048 = 220,200,960; with flash attention (the default, auto) the compute
+    # buffer is the activations alone, 512 * (8 * 2880 + 3 * 4 * 2880) * 4 = 117,964,800; fixed =
+    # (1,302,341,376 + 220,200,960) * 1.1 + 117,964,800 = 1,792,761,370; 6,797,173,222 / 466,532,352 = 14.57
+    # -> 14 layers' experts on the GPU, 10 in RAM
+    assert "--n-cpu-moe 10" in r.stdout and "experts of layers 0-9" in r.stdout
     assert "\x1b[" not in r.stdout
     r = cli("plan", str(tiny_gguf), "--vram", "0", "--ram", "1GB")
     assert r.returncode == 0 and "CPU only" in r.stdout

@@ -23,7 +23,7 @@ SHARDS = {"model-00000-of-00002.safetensors": 6 << 20, "model-00001-of-00002.saf
 NEEDED = {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
           "special_tokens_map.json", "chat_template.jinja", "model.safetensors.index.json", *SHARDS}
 TOKEN = "hf_TESTsecretTOKEN0123456789"
-CHUNK = 1 << 20  # downloads are written in 1 MiB chunks (gptoss_cli.hub.CHUNK_SIZE): a cut loses at most one
+CHUNK = 1 << 20  # downloads are written in 1 MiB chunks (gptoss_cli.hub.client.CHUNK_SIZE): a cut loses at most one
 
 
 def repo_files(seed: int = 0) -> dict[str, bytes]:
@@ -88,7 +88,7 @@ def test_pull_fetches_only_what_a_converter_needs(hub, isolated_home):
 def test_second_pull_is_a_fast_noop(hub, isolated_home):
     assert run_cli("pull", "20b").returncode == 0
     hub.reset_stats()
-    from gptoss_cli.pull import run_pull
+    from gptoss_cli.hub.pull import run_pull
     started = time.perf_counter()
     report = run_pull("20b", as_json=False)
     assert time.perf_counter() - started < 1.0

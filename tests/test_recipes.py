@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
 from gguf import GGUFReader
@@ -79,11 +80,10 @@ def test_recipe_file_matches_table_and_dry_run(wide_files, recipe):
         cls = classify(t.name)
         assert t.tensor_type == rec.layer_type(cls, layer_of(t.name), WIDE.layers), f"{recipe}: {t.name}"
     assert reader.get_field("gptoss.recipe").contents() == recipe
-    from llama_cpp import Llama
+    from gptoss_cli.engine.scorer import Scorer
 
-    llm = Llama(model_path=str(path), n_ctx=64, n_gpu_layers=0, verbose=False)
-    llm.eval(llm.tokenize(b"hello world", add_bos=False))
-    llm.close()
+    with Scorer(path, 64, gpu_layers=0) as llm:    # llama.cpp loads and runs it
+        assert np.isfinite(llm.run(llm.tokenize("hello world"))).all()
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from converters.errors import BadInputError
-from gptoss_cli.session import Sampling, Session, run_turn, stats_rows
+from gptoss_cli.engine.session import Sampling, Session, run_turn, stats_rows
 
 DATA = Path(__file__).parent / "data"
 tiktoken = pytest.importorskip("tiktoken")

@@ -112,8 +112,8 @@ def _median(runs: list[dict]) -> dict:
 def run(gguf: Path, tokens: int = 256, repeats: int = 3, ctx: int = 4096, threads: int | None = None,
         seed: int = 1) -> dict:
     """Decode tokens/s and time to first token of `gptoss chat -p` vs a bare loop, and their ratio."""
-    from gptoss_cli import harmony
-    from gptoss_cli.session import Session
+    from gptoss_cli.engine import harmony
+    from gptoss_cli.engine.session import Session
 
     threads = threads or max((os.cpu_count() or 2) // 2, 1)
     prompt_text = Session(n_ctx=ctx).render(PROMPT)

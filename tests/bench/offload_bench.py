@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from gptoss_cli.backend import Backend, BackendOptions
+from gptoss_cli.engine.backend import Backend, BackendOptions
 
 OVERRIDE = re.compile(r"^tensor (\S+) \(.*\) buffer type overridden to (\S+)")
 BUFFER = re.compile(r"(\S+) model buffer size =\s+([\d.]+) MiB")
@@ -55,7 +55,7 @@ def run(gguf: Path) -> dict:
     """The CPU-only row, then one row per --n-cpu-moe value when this llama.cpp build can offload."""
     import llama_cpp
 
-    from gptoss_cli.gguf_header import read_metadata
+    from gptoss_cli.engine.gguf_header import read_metadata
 
     layers = read_metadata(gguf, {"gpt-oss.block_count"})["gpt-oss.block_count"]
     offload = bool(llama_cpp.llama_supports_gpu_offload())

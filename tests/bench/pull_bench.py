@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from hubserver import HubServer  # noqa: E402
 
-from gptoss_cli.hub import CHUNK_SIZE  # noqa: E402
+from gptoss_cli.hub.client import CHUNK_SIZE  # noqa: E402
 
 REPO = "bench/gpt-oss-bench"
 GOAL = 0.95

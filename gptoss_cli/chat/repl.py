@@ -16,8 +16,9 @@ from rich.segment import Segment
 from rich.text import Text
 
 from converters.errors import GptossError
-from gptoss_cli import harmony, paths, ui
-from gptoss_cli.session import Sampling, Session, TokenBackend, TurnResult, run_turn, stats_rows
+from gptoss_cli import paths, ui
+from gptoss_cli.engine import harmony
+from gptoss_cli.engine.session import Sampling, Session, TokenBackend, TurnResult, run_turn, stats_rows
 
 HISTORY_FILE = "chat_history"
 PROMPT, MORE = ">>> ", "... "

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from converters.imatrix import collect, load_imatrix, write_imatrix
-from converters.errors import BadInputError, OutputError
+from converters.errors import BadInputError, OutputError, RunFailure
+from converters.imatrix import Collector, Stats, load_imatrix, write_imatrix
 from gptoss_cli import paths, ui
 
 
@@ -32,9 +32,6 @@ def run_imatrix(model: str | None, text_file: str | None, from_file: Path | None
         text = paths.read_text_arg(text_file, "calibration text")
         out = output or default_output(gguf)
         _check_free(out, force)
-        from gptoss_cli.llama_glue import llama_log
-
-        llama_log()     # llama.cpp's log goes to the quiet sink, not stderr
         with ui.count_progress(f"imatrix on {gguf.name}") as advance:
             stats = collect(gguf, text, text_file, chunk_size, threads, progress=advance)
         source = str(gguf)
@@ -56,3 +53,28 @@ def _check_free(out: Path, force: bool) -> None:
         raise OutputError(out, "already exists", "Pass --force to overwrite it, or choose -o")
 
 
+def collect(gguf_path: Path, text: str, dataset: str, chunk_size: int = 512, threads: int | None = None,
+            progress=None) -> Stats:
+    """Run the model over the text in chunks of chunk_size tokens, collecting the importance matrix."""
+    import llama_cpp
+
+    from gptoss_cli.engine.scorer import Scorer
+
+    stats = Stats(datasets=[dataset], chunk_size=chunk_size)
+    collector = Collector(stats)
+    callback = llama_cpp.ggml_backend_sched_eval_callback(collector)
+    # On the CPU, so the callback reads activations from host memory.
+    with Scorer(gguf_path, chunk_size, threads=threads, gpu_layers=0, all_logits=False, cb_eval=callback) as llm:
+        tokens = llm.tokenize(text)
+        n_chunks = len(tokens) // chunk_size
+        if n_chunks < 1:
+            raise BadInputError(dataset, f"the text has {len(tokens)} tokens, fewer than one chunk of {chunk_size}",
+                                "Use a longer calibration text or a smaller --chunk-size")
+        for c in range(n_chunks):
+            llm.run(tokens[c * chunk_size:(c + 1) * chunk_size])
+            if collector.error is not None:
+                raise RunFailure(gguf_path, f"collecting activations failed ({collector.error})")
+            stats.chunk_count = c + 1
+            if progress:
+                progress(1, n_chunks)
+    return stats

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 from converters.errors import BadInputError
-from gptoss_cli import harmony
-from gptoss_cli.harmony import Message, StreamParser
+from gptoss_cli.engine import harmony
+from gptoss_cli.engine.harmony import Message, StreamParser
 
 TRANSCRIPT_FORMAT = "gptoss-chat/1"
 
 
 class TokenBackend(Protocol):
-    """What a session needs from the model (gptoss_cli.backend.Backend provides it)."""
+    """What a session needs from the model (gptoss_cli.engine.backend.Backend provides it)."""
 
     n_ctx: int
 

@@ -6,9 +6,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from converters.errors import BadInputError, ModelNotFound
-from gptoss_cli.devices import Device, gpu_devices, parse_size, ram_device
-from gptoss_cli.plan import GiB, DoesNotFit, Plan, advice, plan_memory, plan_rows, plan_title
-from gptoss_cli.shapes import KNOWN_CONFIGS, ModelShape, shape_from_config, shape_from_config_file, shape_from_gguf
+from gptoss_cli.memory.devices import Device, gpu_devices, parse_size, ram_device
+from gptoss_cli.memory.plan import (GiB, DoesNotFit, Plan, advice, flash_attn_used, plan_memory, plan_rows,
+                                    plan_title)
+from gptoss_cli.memory.shapes import KNOWN_CONFIGS, ModelShape, shape_from_config, shape_from_config_file, shape_from_gguf
 
 
 def load_shape(model: str | None) -> tuple[ModelShape, str]:
@@ -53,7 +54,7 @@ def probe(vram: str | None, ram: str | None) -> tuple[int, int, list[Device]]:
     return gpu_free, r.free, devices + [r]
 
 
-def run_plan(model: str | None, ctx: int, vram: str | None, ram: str | None, flash_attn: bool,
+def run_plan(model: str | None, ctx: int, vram: str | None, ram: str | None, flash_attn: str,
              as_json: bool) -> None:
     """`gptoss plan`: print where everything goes; DoesNotFit when nothing does."""
     from gptoss_cli import ui
@@ -62,9 +63,9 @@ def run_plan(model: str | None, ctx: int, vram: str | None, ram: str | None, fla
         raise BadInputError(str(ctx), "--ctx-size must be positive")
     shape, source = load_shape(model)
     gpu_free, ram_free, devices = probe(vram, ram)
-    plan = plan_memory(shape, ctx, gpu_free, ram_free, flash_attn=flash_attn)
+    plan = plan_memory(shape, ctx, gpu_free, ram_free, flash_attn=flash_attn_used(flash_attn))
     flags = f" --n-cpu-moe {plan.n_cpu_moe}" if plan.gpu and plan.n_cpu_moe else ""
-    flags += f" --ctx-size {ctx}" + (" --flash-attn" if flash_attn else "")
+    flags += f" --ctx-size {ctx}" + ("" if flash_attn == "auto" else f" --flash-attn {flash_attn}")
     command = f"gptoss chat {model or ''}".rstrip() + flags
     if as_json:
         ui.print_json({**plan.to_json(), "source": source, "command": command if plan.fits else None,
@@ -75,17 +76,17 @@ def run_plan(model: str | None, ctx: int, vram: str | None, ram: str | None, fla
         if plan.fits:
             ui.out.print(command, markup=False, highlight=False)
     if not plan.fits:
-        raise DoesNotFit(shape.name, plan.reason, advice(plan, flash_attn))
+        raise DoesNotFit(shape.name, plan.reason, advice(plan, flash_attn_used(flash_attn)))
 
 
-def fit(model_path: Path, ctx: int, flash_attn: bool = False) -> Plan:
+def fit(model_path: Path, ctx: int, flash_attn: str = "auto") -> Plan:
     """`chat --fit`: plan from the GGUF and this machine's free memory; the table goes to stderr."""
     from gptoss_cli import ui
 
     shape = shape_from_gguf(model_path)
     gpu_free, ram_free, _ = probe(None, None)
-    plan = plan_memory(shape, ctx, gpu_free, ram_free, flash_attn=flash_attn)
+    plan = plan_memory(shape, ctx, gpu_free, ram_free, flash_attn=flash_attn_used(flash_attn))
     ui.err_table(plan_title(plan), ["where", "what", "size"], plan_rows(plan, shape), right=["size"])
     if not plan.fits:
-        raise DoesNotFit(model_path, plan.reason, advice(plan, flash_attn))
+        raise DoesNotFit(model_path, plan.reason, advice(plan, flash_attn_used(flash_attn)))
     return plan

@@ -111,7 +111,7 @@ def run_quantize(opts: QuantizeOptions | str | None, recipe: str = "mxfp4", outp
 def _parse_target(text: str | None) -> int | None:
     if text is None:
         return None
-    from gptoss_cli.devices import parse_size
+    from gptoss_cli.memory.devices import parse_size
 
     return parse_size(text)
 

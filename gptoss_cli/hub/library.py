@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from converters.errors import BadInputError, ModelNotFound
-from gptoss_cli import hub, paths, ui
+from gptoss_cli import paths, ui
+from gptoss_cli.hub import client as hub
 
 PULLS_FILE = "pulls.json"  # --dir pulls, so `list` and `rm` find them outside the HF cache
 
@@ -68,7 +69,7 @@ def _snapshot_size(folder: Path) -> int:
 
 def entries() -> list[dict]:
     """Every local snapshot (with a gpt-oss config) and GGUF: name, kind, revision, size, path, complete."""
-    from gptoss_cli.pull import missing_files
+    from gptoss_cli.hub.pull import missing_files
 
     rows = []
     cache = hub.cache_dir()

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.errors import BadInputError, RunFailure
+from converters.errors import BadInputError
 from gptoss_cli import paths, ui
+from gptoss_cli.engine.scorer import Scorer
 
 ROWS = 32   # positions turned into log-probabilities at once (each row is vocab-sized)
 
@@ -42,25 +43,13 @@ def chunk_positions(n_tokens: int, ctx: int) -> list[tuple[int, int]]:
     return [(c * ctx, ctx // 2) for c in range(n_tokens // ctx)]
 
 
-def _load(path: Path, ctx: int, threads: int | None):
-    from llama_cpp import Llama
-
-    from gptoss_cli.llama_glue import default_gpu_layers, llama_log
-
-    llama_log()     # llama.cpp's log goes to the quiet sink, not stderr
-    try:
-        return Llama(model_path=str(path), n_ctx=ctx, n_batch=ctx, n_ubatch=min(ctx, 512), logits_all=True,
-                     n_threads=threads, n_gpu_layers=default_gpu_layers(), verbose=False)
-    except (ValueError, RuntimeError) as exc:
-        raise RunFailure(path, f"llama.cpp could not load the model ({exc})",
-                         "Check the file with `gptoss info`") from exc
+def _load(path: Path, ctx: int, threads: int | None) -> Scorer:
+    return Scorer(path, ctx, threads=threads)
 
 
-def _scored_logits(llm, tokens: list[int], start: int, first: int, ctx: int) -> np.ndarray:
+def _scored_logits(llm: Scorer, tokens: list[int], start: int, first: int, ctx: int) -> np.ndarray:
     """Logits [ctx - 1 - first, vocab] of the positions that predict tokens start+first+1 .. start+ctx-1."""
-    llm.reset()
-    llm.eval(tokens[start:start + ctx])
-    return np.array(llm.scores[first:ctx - 1], dtype=np.float32)
+    return llm.run(tokens[start:start + ctx])[first:ctx - 1]
 
 
 def _nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -85,13 +74,13 @@ def evaluate(reference: Path, tests: list[Path], text: str, ctx: int = 512, thre
              max_chunks: int | None = None, progress=None) -> dict:
     """Score the reference and each test GGUF on the text; returns the report as plain data."""
     llm = _load(reference, ctx, threads)
-    tokens = llm.tokenize(text.encode(), add_bos=False, special=False)
+    tokens = llm.tokenize(text)
     chunks = chunk_positions(len(tokens), ctx)[:max_chunks]
     if not chunks:
         llm.close()
         raise BadInputError("--text", f"the text has {len(tokens)} tokens, fewer than one chunk of {ctx}",
                             "Use a longer text or a smaller --ctx-size")
-    n_vocab, per_chunk = llm.n_vocab(), ctx - 1 - ctx // 2
+    n_vocab, per_chunk = llm.n_vocab, ctx - 1 - ctx // 2
     total = len(chunks) * (1 + len(tests))
     tick = (lambda: progress(1, total)) if progress else (lambda: None)
     targets = np.array([tokens[s + f + 1:s + ctx] for s, f in chunks]).reshape(-1)
@@ -116,8 +105,8 @@ def _score_test(path: Path, ref_logits, tokens, chunks, targets, ctx, threads, n
     per_chunk = ctx - 1 - ctx // 2
     kls, same, nll = [], [], []
     try:
-        if llm.n_vocab() != n_vocab:
-            raise BadInputError(path, f"vocabulary of {llm.n_vocab()} tokens, the reference has {n_vocab}",
+        if llm.n_vocab != n_vocab:
+            raise BadInputError(path, f"vocabulary of {llm.n_vocab} tokens, the reference has {n_vocab}",
                                 "Compare files of the same model")
         for i, (s, f) in enumerate(chunks):
             rows = slice(i * per_chunk, (i + 1) * per_chunk)

@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import ctypes
-import os
-import re
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from converters.errors import BadInputError, RunFailure
-from gptoss_cli.gguf_header import read_metadata
-from gptoss_cli.llama_glue import default_gpu_layers, llama_log, override_array, stop_echo
-from gptoss_cli.plan import SWA_FULL
+from gptoss_cli.engine.llama_glue import llama_log, stop_echo
+from gptoss_cli.engine.loader import LoadOptions, Model, ModelLoadFailure, load_model
+from gptoss_cli.engine.threads import math_threads
 
-# llama.cpp's own pattern for expert tensors (common/common.h LLM_FFN_EXPS_REGEX); it also matches the
-# expert biases (`blk.N.ffn_gate_exps.bias`), exactly as `--cpu-moe` does.
-FFN_EXPS_REGEX = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
-
-
-class BadModelFile(BadInputError):
-    """The file is not a gpt-oss GGUF llama.cpp can load."""
-
-    what = "cannot load model"
-
-
-class ModelLoadFailure(RunFailure):
-    """llama.cpp refused the model or context at run time (memory, unsupported tensor type)."""
-
-    what = "cannot load model"
+# The sliding-window cache is sized to the window (not llama.cpp's default, the whole context); a copy of
+# it is kept at the end of each prompt, so the next turn can still reuse the prompt.
+SWA_FULL = False
+FLASH_ATTN = ("auto", "on", "off")
 
 
 class ContextFull(RunFailure):
@@ -40,25 +26,16 @@ class ContextFull(RunFailure):
 
 @dataclass
 class BackendOptions:
-    """How to load the model and size the context."""
+    """How to load the model and size the context; None/auto means llama.cpp's own default."""
 
     ctx_size: int = 8192
     threads: int | None = None
-    gpu_layers: int = -1
-    flash_attn: bool = False
+    gpu_layers: int | None = None
+    flash_attn: str = "auto"
     cpu_moe: bool = False
     n_cpu_moe: int = 0
     seed: int = -1
     verbose: bool = False
-
-
-def expert_override_patterns(n_layers: int | None, *, cpu_moe: bool, n_cpu_moe: int) -> list[str]:
-    """Regexes for the expert tensors to keep in system RAM, as llama.cpp's --cpu-moe / --n-cpu-moe."""
-    if n_cpu_moe < 0:
-        raise BadInputError(None, f"--n-cpu-moe must be >= 0, got {n_cpu_moe}")
-    if cpu_moe or (n_layers is not None and n_cpu_moe >= n_layers):
-        return [FFN_EXPS_REGEX]
-    return [rf"blk\.{i}{FFN_EXPS_REGEX}" for i in range(n_cpu_moe)]
 
 
 class Backend:
@@ -70,28 +47,16 @@ class Backend:
         self._lc = lc
         self.model_path = Path(model_path)
         self.opts = opts
-        self._model = self._ctx = None
+        self._model: Model | None = None
+        self._ctx = None
         self.load_log: list[str] = []
-        self._n_layers = _check_gguf(self.model_path)
+        load = LoadOptions(gpu_layers=opts.gpu_layers, cpu_moe=opts.cpu_moe, n_cpu_moe=opts.n_cpu_moe,
+                           verbose=opts.verbose)
         log = llama_log()
-        log.verbose = opts.verbose
-
-        mparams = lc.llama_model_default_params()
-        mparams.n_gpu_layers = default_gpu_layers() if opts.gpu_layers is None else opts.gpu_layers
-        if mparams.n_gpu_layers < 0:
-            mparams.n_gpu_layers = 0x7FFFFFFF if lc.llama_supports_gpu_offload() else 0
-        self._overrides = override_array(expert_override_patterns(
-            self._n_layers, cpu_moe=opts.cpu_moe, n_cpu_moe=opts.n_cpu_moe))
-        if self._overrides is not None:
-            mparams.tensor_buft_overrides = ctypes.addressof(self._overrides)
-
-        log.capture, log.recent_errors = self.load_log, deque(maxlen=8)
         try:
-            self._model = lc.llama_model_load_from_file(str(self.model_path).encode(), mparams)
-            if not self._model:
-                raise _load_error(self.model_path, log.why("llama.cpp could not load the weights"))
-            self._vocab = lc.llama_model_get_vocab(self._model)
-            self._ctx = lc.llama_init_from_model(self._model, self._context_params(opts))
+            self._model = load_model(self.model_path, load, self.load_log)
+            self._n_layers, self._vocab = self._model.n_layers, self._model.vocab
+            self._ctx = lc.llama_init_from_model(self._model.ptr, self._context_params(opts))
             if not self._ctx:
                 raise ModelLoadFailure(self.model_path, log.why("llama.cpp could not create the context"),
                                        "Try a smaller --ctx-size, or --n-cpu-moe to free GPU memory")
@@ -101,7 +66,7 @@ class Backend:
         finally:
             log.capture = None
         self.n_ctx: int = lc.llama_n_ctx(self._ctx)
-        self.n_swa: int = lc.llama_model_n_swa(self._model)
+        self.n_swa: int = lc.llama_model_n_swa(self._model.ptr)
         self._mem = lc.llama_get_memory(self._ctx)
         self._cached: list[int] = []  # tokens whose K/V are in the cache, in order
         self._piece = ctypes.create_string_buffer(256)
@@ -115,14 +80,9 @@ class Backend:
         cp.n_ctx = opts.ctx_size
         cp.n_batch = min(2048, opts.ctx_size)
         cp.n_ubatch = min(512, cp.n_batch)
-        cores = os.cpu_count() or 1
-        cp.n_threads = opts.threads or max(cores // 2, 1)
-        cp.n_threads_batch = opts.threads or cores
-        if hasattr(cp, "flash_attn_type"):
-            cp.flash_attn_type = (lc.LLAMA_FLASH_ATTN_TYPE_ENABLED if opts.flash_attn
-                                  else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED)
-        else:  # llama-cpp-python before 0.3.15
-            cp.flash_attn = opts.flash_attn
+        cp.n_threads = cp.n_threads_batch = opts.threads or math_threads()
+        cp.flash_attn_type = {"auto": lc.LLAMA_FLASH_ATTN_TYPE_AUTO, "on": lc.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+                              "off": lc.LLAMA_FLASH_ATTN_TYPE_DISABLED}[opts.flash_attn]
         # Only the last token's logits are ever read: saves n_vocab * n_batch * 4 bytes of buffers.
         if hasattr(cp, "n_outputs_max"):
             cp.n_outputs_max = 1
@@ -134,14 +94,7 @@ class Backend:
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids of text; special tokens written as text (`<|start|>`) become their ids."""
-        data = text.encode("utf-8")
-        n_max = len(data) + 8
-        buf = (ctypes.c_int32 * n_max)()
-        n = self._lc.llama_tokenize(self._vocab, data, len(data), buf, n_max, False, True)
-        if n < 0:  # cannot happen for n_max > bytes, but follow the API's contract
-            buf = (ctypes.c_int32 * -n)()
-            n = self._lc.llama_tokenize(self._vocab, data, len(data), buf, -n, False, True)
-        return list(buf[:n])
+        return self._model.tokenize(text)
 
     def token_bytes(self, token: int) -> bytes:
         """The raw bytes of one token; special tokens give their text (`<|end|>`)."""
@@ -266,7 +219,7 @@ class Backend:
             lc.llama_free(self._ctx)
             self._ctx = None
         if self._model:
-            lc.llama_model_free(self._model)
+            self._model.close()
             self._model = None
 
     def __enter__(self) -> "Backend":
@@ -289,22 +242,3 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
             break
         n += 1
     return n
-
-
-def _load_error(path: Path, why: str) -> Exception:
-    """Out of memory is a run-time failure (exit 1); anything else means a malformed file (exit 2)."""
-    if re.search(r"alloc|memory", why, re.IGNORECASE):
-        return ModelLoadFailure(path, why, "Free memory, or try --n-cpu-moe N / --cpu-moe / a smaller --ctx-size")
-    return BadModelFile(path, why, "Re-create it with `gptoss quantize`")
-
-
-def _check_gguf(path: Path) -> int | None:
-    """The layer count of a gpt-oss GGUF; BadModelFile unless path is one."""
-    if not path.is_file():
-        raise BadModelFile(path, "no such file", "Pass a .gguf path or a model name like 20b")
-    meta = read_metadata(path, {"general.architecture", "gpt-oss.block_count"})
-    arch = meta.get("general.architecture")
-    if arch != "gpt-oss":
-        raise BadModelFile(path, f"its architecture is {arch!r}, not gpt-oss",
-                           "Pass a GGUF written by `gptoss quantize`")
-    return meta.get("gpt-oss.block_count")

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
-from gptoss_cli.hub import (Callbacks, Plan, PlanFile, blob_path, cache_dir, endpoint, partial_path,
+from gptoss_cli.hub.client import (Callbacks, Plan, PlanFile, blob_path, cache_dir, endpoint, partial_path,
                             repo_storage)
-from gptoss_cli.hub_errors import ChecksumMismatch, HubUnavailable
+from gptoss_cli.hub.errors import ChecksumMismatch, HubUnavailable
 
 
 class _Cancelled(Exception):

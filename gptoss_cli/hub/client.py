@@ -20,7 +20,7 @@ from typing import Callable
 
 from converters.disk import free_bytes
 from converters.errors import BadInputError, GptossError, RunFailure
-from gptoss_cli.hub_errors import NotEnoughSpace, UnsafeFileName, translate
+from gptoss_cli.hub.errors import NotEnoughSpace, UnsafeFileName, translate
 
 ALLOW_NAMES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                "special_tokens_map.json", "chat_template.jinja", "model.safetensors.index.json",
@@ -227,7 +227,7 @@ def download(plan: Plan, token: str | None, verify: bool = True, workers: int = 
     """Fetch every missing file of the plan (config.json first), verify it, link it; return the folder."""
     from huggingface_hub import constants
 
-    from gptoss_cli.hub_transfer import fetch_file
+    from gptoss_cli.hub.transfer import fetch_file
 
     constants.DOWNLOAD_CHUNK_SIZE = CHUNK_SIZE
     cb = callbacks or Callbacks()

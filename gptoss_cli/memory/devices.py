@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from converters.errors import BadInputError
-from gptoss_cli.llama_glue import llama_log
-
-_DEV_GPU, _DEV_IGPU = 1, 2   # enum ggml_backend_dev_type
+from gptoss_cli.engine import ggml
 
 
 @dataclass(frozen=True)
@@ -36,31 +34,20 @@ def gpu_devices() -> list[Device]:
 def _llama_gpus() -> list[Device]:
     try:
         import llama_cpp
-        from llama_cpp._ctypes_extensions import load_shared_library
     except ImportError:
         return []
     if not llama_cpp.llama_supports_gpu_offload():
         return []
-    llama_log()  # backends registered, logs silenced
-    lib_dir = Path(llama_cpp.__file__).parent / "lib"
-    reg, base = load_shared_library("ggml", lib_dir), load_shared_library("ggml-base", lib_dir)
-    reg.ggml_backend_dev_count.restype = ctypes.c_size_t
-    reg.ggml_backend_dev_get.argtypes, reg.ggml_backend_dev_get.restype = [ctypes.c_size_t], ctypes.c_void_p
-    base.ggml_backend_dev_type.argtypes, base.ggml_backend_dev_type.restype = [ctypes.c_void_p], ctypes.c_int
-    base.ggml_backend_dev_description.argtypes = [ctypes.c_void_p]
-    base.ggml_backend_dev_description.restype = ctypes.c_char_p
-    base.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t),
-                                             ctypes.POINTER(ctypes.c_size_t)]
-    devices = []
-    for i in range(reg.ggml_backend_dev_count()):
-        dev = reg.ggml_backend_dev_get(i)
-        if base.ggml_backend_dev_type(dev) not in (_DEV_GPU, _DEV_IGPU):
+    g = ggml.lib()
+    found = []
+    for dev in ggml.devices():
+        if g.dev_type(dev) not in (ggml.DEV_GPU, ggml.DEV_IGPU):
             continue
         free, total = ctypes.c_size_t(), ctypes.c_size_t()
-        base.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
-        name = (base.ggml_backend_dev_description(dev) or b"GPU").decode("utf-8", "replace")
-        devices.append(Device(name, "gpu", free.value, total.value, "llama.cpp"))
-    return devices
+        g.dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+        name = (g.dev_description(dev) or b"GPU").decode("utf-8", "replace")
+        found.append(Device(name, "gpu", free.value, total.value, "llama.cpp"))
+    return found
 
 
 def _nvidia_smi_gpus() -> list[Device]:

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from converters.errors import BadInputError, RunFailure
-from gptoss_cli import harmony, paths, ui
-from gptoss_cli.backend import Backend, BackendOptions
-from gptoss_cli.session import Sampling, Session, TurnResult, run_turn
+from gptoss_cli import paths, ui
+from gptoss_cli.engine import harmony
+from gptoss_cli.engine.backend import Backend, BackendOptions
+from gptoss_cli.engine.session import Sampling, Session, TurnResult, run_turn
 
 
 @dataclass
@@ -50,7 +51,7 @@ def run_chat(opts: ChatOptions) -> None:
     try:
         session = Session(n_ctx=backend.n_ctx, effort=opts.effort, instructions=opts.system)
         if prompt is None:
-            from gptoss_cli.repl import Repl
+            from gptoss_cli.chat.repl import Repl
 
             Repl(session, backend, opts.sampling, show_thinking=opts.show_thinking,
                  model_name=gguf.name).run()
@@ -127,7 +128,7 @@ def result_json(result: TurnResult, model: str, effort: str) -> dict:
 
 def _fit(gguf: Path, backend_opts) -> None:
     """--fit: choose --n-cpu-moe from the GGUF and free memory (the plan table goes to stderr)."""
-    from gptoss_cli.planning import fit
+    from gptoss_cli.memory.planning import fit
 
     if backend_opts.cpu_moe or backend_opts.n_cpu_moe:
         raise BadInputError(None, "--fit chooses the expert placement itself",

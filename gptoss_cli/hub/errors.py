@@ -40,7 +40,7 @@ def translate(exc: BaseException, repo_id: str, revision: str | None, token: str
     import httpx2
     from huggingface_hub import errors as he
 
-    from gptoss_cli.hub import endpoint  # hub imports this module at load time
+    from gptoss_cli.hub.client import endpoint  # hub imports this module at load time
 
     if isinstance(exc, GptossError):
         return exc

@@ -10,15 +10,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from converters.errors import RunFailure
-from gptoss_cli.shapes import ModelShape
+from gptoss_cli.engine.backend import SWA_FULL
+from gptoss_cli.memory.shapes import ModelShape
 
 GiB = 1 << 30
 MARGIN = 0.10           # safety margin on weights + KV cache
 N_UBATCH = 512          # llama.cpp's physical batch: the compute buffer is sized for it
 KV_PAD = 256            # llama.cpp pads the context (and the SWA cache) to multiples of 256
-# The backend sizes the sliding-window cache to the window (not llama.cpp's default, the whole context)
-# and keeps a copy of it at the end of each prompt, so the next turn can still reuse the prompt.
-SWA_FULL = False
 
 
 def _pad(n: int, to: int = KV_PAD) -> int:
@@ -60,6 +58,12 @@ def kv_cache_bytes(shape: ModelShape, ctx: int, swa_full: bool = SWA_FULL) -> tu
     n_sliding = sum(shape.swa_layers)
     n_full = shape.n_layers - n_sliding
     return n_full * _pad(ctx) * per_token, n_sliding * swa_cells(shape, ctx, swa_full) * per_token
+
+
+def flash_attn_used(mode: str) -> bool:
+    """Whether llama.cpp runs flash attention for --flash-attn mode: auto turns it on where every device
+    running attention supports it, as the CPU, CUDA and Metal backends do for gpt-oss (sinks included)."""
+    return mode != "off"
 
 
 def compute_buffer_bytes(shape: ModelShape, ctx: int, flash_attn: bool) -> int:
@@ -112,7 +116,7 @@ def advice(plan: Plan, flash_attn: bool) -> str:
     """What to try when a plan does not fit."""
     if plan.short_of == "ram":
         return "Free some RAM, or pass --ram to plan for another machine"
-    return "Try a smaller --ctx-size" + ("" if flash_attn else " or --flash-attn")
+    return "Try a smaller --ctx-size" + ("" if flash_attn else " or --flash-attn auto")
 
 
 class DoesNotFit(RunFailure):

@@ -8,7 +8,7 @@ from pathlib import Path
 from converters.errors import BadInputError, InvalidCheckpoint
 from converters.tensor_map import classify
 from gptoss_cli import paths, ui
-from gptoss_cli.gguf_header import read_header
+from gptoss_cli.engine.gguf_header import read_header
 
 SHOWN_KEYS = ("general.architecture", "general.name", "general.file_type", "gptoss.recipe", "gptoss.version",
               "gptoss.source.repo", "gptoss.source.revision", "gpt-oss.block_count", "gpt-oss.context_length",

@@ -9,7 +9,7 @@ from converters.sizing import estimate_bytes
 from converters.snapshot import HParams
 from converters.tensor_map import ATTN_Q, EMBED, OUTPUT
 from gptoss_cli import ui
-from gptoss_cli.shapes import KNOWN_CONFIGS
+from gptoss_cli.memory.shapes import KNOWN_CONFIGS
 
 # Fields the planner's shapes leave out; their values do not change tensor sizes.
 RELEASE_DEFAULTS = {"max_position_embeddings": 131072, "rope_theta": 150000.0, "rms_norm_eps": 1e-5,

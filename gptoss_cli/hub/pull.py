@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from converters.errors import BadInputError
-from gptoss_cli import hub, paths, ui
+from gptoss_cli import paths, ui
+from gptoss_cli.hub import client as hub
 
 
 def run_pull(model: str, revision: str | None = None, local_dir: Path | None = None, token: str | None = None,
@@ -33,7 +34,7 @@ def run_pull(model: str, revision: str | None = None, local_dir: Path | None = N
     folder = Path(report["path"])
     paths.remember("snapshot", folder)
     if local_dir is not None:
-        from gptoss_cli.library import record_dir
+        from gptoss_cli.hub.library import record_dir
         record_dir(repo_id, folder)
     if quantize:
         report["quantize"] = _quantize(folder, model, as_json)
@@ -115,7 +116,7 @@ def missing_files(folder: Path) -> list[str]:
 
 def _quantize(folder: Path, model: str, as_json: bool) -> dict:
     """Run the default recipe on the pulled snapshot, like `gptoss quantize` (skipped if the GGUF exists)."""
-    from gptoss_cli.quantize import run_quantize, size_tag, summary_dict
+    from gptoss_cli.quant.quantize import run_quantize, size_tag, summary_dict
 
     out = paths.default_gguf_path(size_tag(folder, model), "mxfp4")
     if out.exists():

@@ -1,0 +1,1 @@
+"""`gptoss chat`: one-shot runs and the REPL."""

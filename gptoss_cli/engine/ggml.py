@@ -1,0 +1,102 @@
+"""ctypes bindings to ggml's backend API (devices, buffer types) that llama-cpp-python does not wrap.
+
+ggml.h's handles (`ggml_backend_dev_t`, `ggml_backend_buffer_type_t`, ...) are opaque pointers here. Every
+function is looked up once per process in the libraries llama-cpp-python installed (`llama_cpp/lib`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from functools import cache
+from pathlib import Path
+from types import SimpleNamespace
+
+# enum ggml_backend_dev_type (ggml-backend.h)
+DEV_CPU, DEV_GPU, DEV_IGPU, DEV_ACCEL = 0, 1, 2, 3
+
+_P, _S = ctypes.c_void_p, ctypes.c_char_p
+# name: (library, argtypes, restype); the registry lives in libggml, everything else in libggml-base.
+_SIGNATURES = {
+    "ggml_backend_dev_count": ("ggml", [], ctypes.c_size_t),
+    "ggml_backend_dev_get": ("ggml", [ctypes.c_size_t], _P),
+    "ggml_backend_dev_by_type": ("ggml", [ctypes.c_int], _P),
+    "ggml_backend_reg_by_name": ("ggml", [_S], _P),
+    "ggml_backend_dev_type": ("ggml-base", [_P], ctypes.c_int),
+    "ggml_backend_dev_name": ("ggml-base", [_P], _S),
+    "ggml_backend_dev_description": ("ggml-base", [_P], _S),
+    "ggml_backend_dev_memory": ("ggml-base", [_P, ctypes.POINTER(ctypes.c_size_t),
+                                              ctypes.POINTER(ctypes.c_size_t)], None),
+    "ggml_backend_dev_backend_reg": ("ggml-base", [_P], _P),
+    "ggml_backend_dev_buffer_type": ("ggml-base", [_P], _P),
+    "ggml_backend_reg_get_proc_address": ("ggml-base", [_P, _S], _P),
+    "ggml_backend_buft_name": ("ggml-base", [_P], _S),
+    "ggml_backend_cpu_buffer_type": ("ggml-base", [], _P),
+    "ggml_backend_cpu_buffer_from_ptr": ("ggml-base", [_P, ctypes.c_size_t], _P),
+    "ggml_backend_buffer_get_type": ("ggml-base", [_P], _P),
+    "ggml_backend_buffer_free": ("ggml-base", [_P], None),
+}
+# ggml_backend_dev_get_extra_bufts_t: the CPU backend's list of extra buffer types (AMX, CPU_REPACK, ...)
+_EXTRA_BUFTS_FN = ctypes.CFUNCTYPE(ctypes.POINTER(_P), _P)
+
+
+@cache
+def lib() -> SimpleNamespace:
+    """ggml's backend functions with their C signatures; llama.cpp's backends are initialised first."""
+    import llama_cpp
+    from llama_cpp._ctypes_extensions import load_shared_library
+
+    from gptoss_cli.engine.llama_glue import llama_log
+
+    llama_log()
+    lib_dir = Path(llama_cpp.__file__).parent / "lib"
+    libs = {name: load_shared_library(name, lib_dir) for name in ("ggml", "ggml-base")}
+    fns = {}
+    for name, (where, args, res) in _SIGNATURES.items():
+        fn = getattr(libs[where], name)
+        fn.argtypes, fn.restype = args, res
+        fns[name.removeprefix("ggml_backend_")] = fn
+    return SimpleNamespace(**fns)
+
+
+def devices() -> list[int]:
+    """Every registered device handle, in llama.cpp's order."""
+    g = lib()
+    return [g.dev_get(i) for i in range(g.dev_count())]
+
+
+def cpu_device() -> int:
+    """The CPU device's handle."""
+    return lib().dev_by_type(DEV_CPU)
+
+
+def cpu_extra_buffer_types() -> dict[str, int]:
+    """The CPU device's extra buffer types by name (e.g. AMX, CPU_REPACK), in llama.cpp's preference order."""
+    g = lib()
+    dev = cpu_device()
+    addr = g.reg_get_proc_address(g.dev_backend_reg(dev), b"ggml_backend_dev_get_extra_bufts")
+    if not addr:
+        return {}
+    arr = _EXTRA_BUFTS_FN(addr)(dev)
+    out: dict[str, int] = {}
+    i = 0
+    while arr and arr[i]:
+        out[g.buft_name(arr[i]).decode()] = arr[i]
+        i += 1
+    return out
+
+
+@cache
+def plain_cpu_buffer_type() -> int:
+    """A host buffer type llama.cpp takes as is in a tensor override: ggml's "CPU_Mapped" type.
+
+    An override to `ggml_backend_cpu_buffer_type()` itself is re-resolved by llama.cpp over the CPU's extra
+    buffer types (AMX first); this twin (same allocator, host memory, standard layout) is not.
+    """
+    g = lib()
+    scratch = ctypes.create_string_buffer(256)
+    aligned = -(-ctypes.addressof(scratch) // 64) * 64   # ggml asserts TENSOR_ALIGNMENT (32)
+    buf = g.cpu_buffer_from_ptr(aligned, 64)
+    try:
+        return g.buffer_get_type(buf)
+    finally:
+        g.buffer_free(buf)

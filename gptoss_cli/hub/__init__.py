@@ -1,0 +1,1 @@
+"""Hugging Face Hub: `gptoss pull`, `list`, `rm`."""

@@ -1,0 +1,1 @@
+"""Devices, model shapes and the memory planner (`gptoss plan`, `--fit`)."""

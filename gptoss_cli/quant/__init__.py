@@ -1,0 +1,1 @@
+"""Making and checking GGUFs: `gptoss quantize`, `recipes`, `imatrix`, `eval`, `info`."""
