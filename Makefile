@@ -25,8 +25,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# Two workers (pytest-xdist), a test file each at a time: a native crash in one test (a segfault inside
+# llama.cpp) is reported as that test's failure, the worker is replaced and the rest of the suite still runs.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The main job offline: a tiny RANDOM-weight gpt-oss checkpoint in the official layout -> GGUF -> one-shot chat.
 demo: install
