@@ -5,13 +5,23 @@ PY     := $(VENV)/bin/python
 GPU    ?= cpu
 DEMO   ?= .work/demo
 
-# llama-cpp-python compiles llama.cpp from source; GPU picks the backend.
+# llama-cpp-python compiles llama.cpp from source; GPU picks the backend. Every variant also gets ggml's RPC
+# backend (`gptoss worker`, `--rpc`) and skips LLAVA_BUILD, the multimodal tools/mtmd library gptoss never
+# loads (minutes of compile on a small machine; `import llama_cpp` does not need it).
+# pip caches the wheel it built from the sdist whatever CMAKE_ARGS were, and would silently reuse one built
+# without RPC: install checks the installed ggml for its backends (scripts/check_llama_build.py) and, when
+# one is missing, rebuilds llama-cpp-python from source with --no-cache-dir --no-binary.
+LLAMA_SPEC  ?= llama-cpp-python>=0.3.36
+LLAMA_FLAGS := -DGGML_RPC=ON -DLLAVA_BUILD=OFF
 ifeq ($(GPU),cuda)
-  CMAKE_ARGS ?= -DGGML_CUDA=on
+  CMAKE_ARGS ?= -DGGML_CUDA=on $(LLAMA_FLAGS)
+  LLAMA_BACKENDS := RPC CUDA
 else ifeq ($(GPU),metal)
-  CMAKE_ARGS ?= -DGGML_METAL=on
+  CMAKE_ARGS ?= -DGGML_METAL=on $(LLAMA_FLAGS)
+  LLAMA_BACKENDS := RPC MTL
 else
-  CMAKE_ARGS ?=
+  CMAKE_ARGS ?= $(LLAMA_FLAGS)
+  LLAMA_BACKENDS := RPC
 endif
 export CMAKE_ARGS
 
@@ -22,7 +32,10 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) scripts/check_llama_build.py $(LLAMA_BACKENDS) 2>/dev/null || \
+	  $(PY) -m pip install --force-reinstall --no-deps --no-cache-dir --no-binary llama-cpp-python '$(LLAMA_SPEC)'
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) scripts/check_llama_build.py $(LLAMA_BACKENDS)
 	touch $@
 
 # Two workers (pytest-xdist), a test file each at a time: a native crash in one test (a segfault inside
