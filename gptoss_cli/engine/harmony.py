@@ -39,9 +39,11 @@ class Message:
     role: str
     content: str
     channel: str | None = None
+    recipient: str | None = None  # `to=…`: a tool call's `functions.NAME`, a tool result's `assistant`
+    content_type: str | None = None  # e.g. `<|constrain|>json` on a call
 
 
-def system_message(effort: str, date: str | None) -> str:
+def system_message(effort: str, date: str | None, function_tools: bool = False) -> str:
     """The system message body: identity, knowledge cutoff, date, reasoning effort, valid channels."""
     if effort not in EFFORTS:
         raise ValueError(f"effort must be one of {', '.join(EFFORTS)}, not {effort!r}")
@@ -49,13 +51,21 @@ def system_message(effort: str, date: str | None) -> str:
     if date:
         lines.append(f"Current date: {date}")
     return ("\n".join(lines) + f"\n\nReasoning: {effort}\n\n"
-            "# Valid channels: analysis, commentary, final. Channel must be included for every message.")
+            "# Valid channels: analysis, commentary, final. Channel must be included for every message."
+            + ("\nCalls to these tools must go to the commentary channel: 'functions'." if function_tools else ""))
 
 
 def render_message(message: Message) -> str:
-    """`<|start|>role[<|channel|>ch]<|message|>content<|end|>`."""
-    channel = f"<|channel|>{message.channel}" if message.channel else ""
-    return f"<|start|>{message.role}{channel}<|message|>{message.content}<|end|>"
+    """`<|start|>role[ to=R][<|channel|>ch][ type]<|message|>content<|end|>` (`<|call|>` ends a call)."""
+    head = message.role
+    if message.recipient and message.recipient != "all":
+        head += f" to={message.recipient}"
+    if message.channel:
+        head += f"<|channel|>{message.channel}"
+    if message.content_type:
+        head += f" {message.content_type}"
+    end = "<|call|>" if message.role == "assistant" and message.recipient else "<|end|>"
+    return f"<|start|>{head}<|message|>{message.content}{end}"
 
 
 def drop_earlier_analysis(messages: Sequence[Message]) -> list[Message]:
@@ -66,11 +76,19 @@ def drop_earlier_analysis(messages: Sequence[Message]) -> list[Message]:
 
 
 def render_prompt(messages: Sequence[Message], *, effort: str = "medium", date: str | None = None,
-                  instructions: str = "") -> str:
-    """The whole prompt: system, developer (if instructions), the conversation, `<|start|>assistant`."""
-    parts = [render_message(Message("system", system_message(effort, date)))]
-    if instructions:
-        parts.append(render_message(Message("developer", f"# Instructions\n\n{instructions}")))
+                  instructions: str = "", tools: Sequence = ()) -> str:
+    """The whole prompt: system, developer (instructions, function tools), the conversation, `<|start|>assistant`.
+
+    `tools` are `harmony_tools.ToolSpec`s, rendered into the developer message's `functions` namespace.
+    """
+    parts = [render_message(Message("system", system_message(effort, date, function_tools=bool(tools))))]
+    developer = [f"# Instructions\n\n{instructions}"] if instructions else []
+    if tools:
+        from gptoss_cli.engine.harmony_tools import tools_section
+
+        developer.append(tools_section(tools))
+    if developer:
+        parts.append(render_message(Message("developer", "\n\n".join(developer))))
     parts.extend(render_message(m) for m in drop_earlier_analysis(messages))
     parts.append("<|start|>assistant")
     return "".join(parts)
@@ -89,6 +107,12 @@ class ParsedMessage:
 
 Delta = tuple[str, str]  # (channel, text)
 
+
+def is_call(message: ParsedMessage | Message | None) -> bool:
+    """Does this assistant message address a tool (`to=functions.NAME`, `to=browser.search`, …)?"""
+    return (message is not None and message.role == "assistant" and bool(message.recipient)
+            and message.recipient not in ("all", "user", "assistant"))
+
 _EXPECT_START, _HEADER, _CONTENT = "expect_start", "header", "content"
 
 
@@ -97,7 +121,8 @@ class StreamParser:
 
     Starts inside the header of an assistant message (the prompt ends with `<|start|>assistant`).
     `feed` returns the new content text of the current channel, if any; `done` turns true on
-    `<|return|>`, `<|call|>`, `<|endoftext|>`, or `<|end|>` closing a `final` message.
+    `<|return|>`, `<|call|>`, `<|endoftext|>`, `<|end|>` closing a `final` message, or the end of a
+    message addressed to a tool (stop_reason "call", whatever closed it: see harmony_tools.find_call).
     """
 
     def __init__(self, token_bytes: Callable[[int], bytes], role: str | None = "assistant",
@@ -161,17 +186,23 @@ class StreamParser:
         if name in ("<|end|>", "<|return|>", "<|call|>", "<|endoftext|>"):
             delta = self._flush(final=True)
             ended_final = self.current.channel == "final"
+            call = is_call(self.current)
             self._close()
             self._state = _EXPECT_START
-            if name != "<|end|>":
+            if call:  # a tool call ends the reply whatever token closed it
+                self._stop("call")
+            elif name != "<|end|>":
                 self._stop({"<|return|>": "return", "<|call|>": "call"}.get(name, "eos"))
             elif ended_final:
                 self._stop("end")
             return delta
         if name == "<|start|>":  # a new message without <|end|>: close this one
             delta = self._flush(final=True)
+            call = is_call(self.current)
             self._close()
             self._begin_header(None)
+            if call:
+                self._stop("call")
             return delta
         return None  # <|message|>, <|channel|>, <|constrain|> and others are dropped from content
 

@@ -1,0 +1,248 @@
+"""Function tools in harmony, checked against openai-harmony: the rendered `functions` namespace, calls
+and results in the conversation, and tool calls read back from generated streams (normal and quirky)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from gptoss_cli.engine import harmony
+from gptoss_cli.engine.harmony import Message, StreamParser
+from gptoss_cli.engine.harmony_tools import (ToolSpec, call_message, find_call, parse_arguments,
+                                             result_message)
+
+DATA = Path(__file__).parent / "data"
+os.environ.setdefault("TIKTOKEN_ENCODINGS_BASE", str(DATA))
+oh = pytest.importorskip("openai_harmony")
+from oracles import o200k_harmony  # noqa: E402
+
+DATE = "2026-11-25"
+ENDOFTEXT = harmony.SPECIAL_IDS["<|endoftext|>"]
+
+WEATHER = ToolSpec("get_weather", "Gets the current weather.\nUse it for any city.", {
+    "type": "object",
+    "properties": {
+        "location": {"type": "string", "description": "City and country, e.g. Oslo, Norway"},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"], "default": "celsius"},
+        "days": {"type": "integer", "description": "Forecast days", "default": 1},
+    },
+    "required": ["location"],
+})
+NESTED = ToolSpec("book_trip", "Books a trip.", {
+    "type": "object",
+    "description": "The booking.",
+    "properties": {
+        "traveller": {"type": "object", "description": "Who travels", "properties": {
+            "name": {"type": "string"},
+            "age": {"type": "integer", "nullable": True},
+            "address": {"type": "object", "properties": {"city": {"type": "string"},
+                                                          "zip": {"type": ["string", "null"]}},
+                        "required": ["city"]},
+        }, "required": ["name"]},
+        "legs": {"type": "array", "items": {"type": "object", "properties": {
+            "from": {"type": "string"}, "to": {"type": "string"}}, "required": ["from", "to"]}},
+        "tags": {"type": "array", "items": {"type": "string", "enum": ["work", "holiday"]}},
+        "anything": {"type": "array"},
+        "budget": {"title": "Budget", "type": "number", "examples": ["100", "2500"], "default": 1000.5},
+        "flexible": {"type": "boolean", "default": False},
+        "note": {"type": "string", "default": "none"},
+    },
+    "required": ["traveller", "legs"],
+})
+ONE_OF = ToolSpec("lookup", "", {"type": "object", "properties": {
+    "key": {"description": "What to look up", "oneOf": [
+        {"type": "string", "description": "What to look up"},
+        {"type": "integer", "description": "An id", "default": 3},
+        {"type": "object", "properties": {"q": {"type": "string"}}, "nullable": True},
+    ], "default": "x"},
+    "mode": {"oneOf": [{"type": "string", "enum": ["a", "b"], "default": "a"}, {"type": "number"}]},
+    "raw": {},
+}})
+NO_PARAMS = ToolSpec("get_time", "Current time in UTC.")
+EMPTY_OBJECT = ToolSpec("ping", "", {"type": "object", "properties": {}})
+UNICODE = ToolSpec("übersetze", "Übersetzt Text — 日本語 too.\r\nZweite Zeile.\n", {
+    "type": "object", "properties": {"text": {"type": "string", "description": "Der Text 🙂"}},
+    "required": ["text"]})
+
+TOOL_SETS = {
+    "weather": [WEATHER],
+    "nested": [NESTED],
+    "one_of": [ONE_OF],
+    "no_parameters": [NO_PARAMS],
+    "empty_object": [EMPTY_OBJECT],
+    "unicode": [UNICODE],
+    "all": [WEATHER, NESTED, ONE_OF, NO_PARAMS, EMPTY_OBJECT, UNICODE],
+}
+
+
+@pytest.fixture(scope="module")
+def enc():
+    os.environ["TIKTOKEN_ENCODINGS_BASE"] = str(DATA)
+    return oh.load_harmony_encoding(oh.HarmonyEncodingName.HARMONY_GPT_OSS)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return o200k_harmony()
+
+
+def _oh_message(m: Message):
+    if m.role.startswith("functions."):
+        msg = oh.Message.from_author_and_content(oh.Author.new(oh.Role.TOOL, m.role), m.content)
+    else:
+        msg = oh.Message.from_role_and_content(oh.Role(m.role), m.content)
+    if m.channel:
+        msg = msg.with_channel(m.channel)
+    if m.recipient:
+        msg = msg.with_recipient(m.recipient)
+    if m.content_type:
+        msg = msg.with_content_type(m.content_type)
+    return msg
+
+
+def _oh_render(enc, messages, tools, instructions="", effort="medium"):
+    effort_enum = {"low": oh.ReasoningEffort.LOW, "medium": oh.ReasoningEffort.MEDIUM,
+                   "high": oh.ReasoningEffort.HIGH}[effort]
+    system = oh.SystemContent.new().with_reasoning_effort(effort_enum).with_conversation_start_date(DATE)
+    msgs = [oh.Message.from_role_and_content(oh.Role.SYSTEM, system)]
+    dev = oh.DeveloperContent.new()
+    if instructions:
+        dev = dev.with_instructions(instructions)
+    if tools:
+        dev = dev.with_function_tools([oh.ToolDescription.new(t.name, t.description, t.parameters)
+                                       for t in tools])
+    if instructions or tools:
+        msgs.append(oh.Message.from_role_and_content(oh.Role.DEVELOPER, dev))
+    msgs += [_oh_message(m) for m in messages]
+    return enc.render_conversation_for_completion(oh.Conversation.from_messages(msgs), oh.Role.ASSISTANT)
+
+
+U = lambda text: Message("user", text)  # noqa: E731
+THINK = Message("assistant", "I should check the weather.", "analysis")
+CALL = call_message("get_weather", '{"location":"Oslo, Norway"}')
+RESULT = result_message("get_weather", '{"temperature": 21, "sky": "sunny"}')
+CONVERSATIONS = {
+    "question": [U("Weather in Oslo?")],
+    "mid_turn": [U("Weather in Oslo?"), THINK, CALL, RESULT],
+    "two_calls": [U("Weather in Oslo?"), THINK, CALL, RESULT, Message("assistant", "Now Bergen.", "analysis"),
+                  call_message("get_weather", '{"location":"Bergen"}'), result_message("get_weather", "{}")],
+    "next_turn": [U("Weather in Oslo?"), THINK, CALL, RESULT, Message("assistant", "21 and sunny.", "final"),
+                  U("And tomorrow?")],
+}
+
+
+@pytest.mark.parametrize("instructions", ["", "Use tools when you need facts."])
+@pytest.mark.parametrize("tool_set", sorted(TOOL_SETS))
+def test_tools_render_like_openai_harmony(enc, tok, tool_set, instructions):
+    tools = TOOL_SETS[tool_set]
+    expected = _oh_render(enc, CONVERSATIONS["question"], tools, instructions)
+    text = harmony.render_prompt(CONVERSATIONS["question"], date=DATE, instructions=instructions, tools=tools)
+    assert text == enc.decode(expected)
+    assert tok.encode(text, allowed_special="all") == expected
+
+
+@pytest.mark.parametrize("effort", harmony.EFFORTS)
+@pytest.mark.parametrize("name", sorted(CONVERSATIONS))
+def test_calls_and_results_render_like_openai_harmony(enc, tok, name, effort):
+    """Analysis stays while the turn's calls go on; after the final answer it is dropped."""
+    messages = CONVERSATIONS[name]
+    text = harmony.render_prompt(messages, date=DATE, effort=effort, tools=[WEATHER, NO_PARAMS])
+    expected = _oh_render(enc, messages, [WEATHER, NO_PARAMS], effort=effort)
+    assert tok.encode(text, allowed_special="all") == expected
+    assert (THINK.content in text) == (name in ("mid_turn", "two_calls"))
+
+
+def test_tool_result_message_layout():
+    text = harmony.render_message(RESULT)
+    assert text == ('<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>'
+                    '{"temperature": 21, "sky": "sunny"}<|end|>')
+
+
+# -- parsing calls back ------------------------------------------------------------------------------
+
+STREAMS = {
+    "normal": '<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant<|channel|>commentary '
+              'to=functions.get_weather <|constrain|>json<|message|>{"location": "Oslo"}<|call|>',
+    "recipient_first": ' to=functions.get_weather<|channel|>commentary <|constrain|>json<|message|>{"a":1}<|call|>',
+    "call_in_analysis": '<|channel|>analysis to=functions.get_weather <|constrain|>json<|message|>{"a":1}<|call|>',
+    "no_constrain": '<|channel|>commentary to=functions.get_weather json<|message|>{"a":1}<|call|>',
+    "no_content_type": '<|channel|>commentary to=functions.get_time<|message|>{}<|call|>',
+    "ended_by_end": '<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"a":1}<|end|>',
+    "ended_by_eos": '<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"a":1}'
+                    '<|endoftext|>',
+    "preamble_then_call": '<|channel|>commentary<|message|>Checking the weather.<|end|><|start|>assistant'
+                          '<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{}<|call|>',
+    "builtin_tool": '<|channel|>analysis to=browser.search<|message|>{"query":"oslo"}<|call|>',
+    "unicode_args": '<|channel|>commentary to=functions.übersetze <|constrain|>json<|message|>'
+                    '{"text":"Grüße 🙂"}<|call|>',
+}
+
+
+def _ours(tok, ids):
+    parser = StreamParser(tok.decode_single_token_bytes)
+    for t in ids:
+        parser.feed(t)
+        if parser.done:
+            break
+    parser.finish()
+    return parser
+
+
+def _theirs(enc, ids):
+    parser = oh.StreamableParser(enc, oh.Role.ASSISTANT)
+    for t in ids:
+        if t == ENDOFTEXT:
+            break
+        parser.process(t)
+    parser.process_eos()
+    return parser.messages
+
+
+@pytest.mark.parametrize("name", sorted(STREAMS))
+def test_calls_parse_like_openai_harmony(enc, tok, name):
+    ids = tok.encode(STREAMS[name], allowed_special="all")
+    ours, theirs = _ours(tok, ids), _theirs(enc, ids)
+    assert [(m.role, m.channel, m.recipient, m.content_type, m.content) for m in ours.messages] == \
+        [(m.author.role.value, m.channel, m.recipient, m.content_type, m.content[0].text) for m in theirs]
+    assert ours.stop_reason == "call"
+    call = find_call(ours.messages)
+    assert call is not None and call.recipient == theirs[-1].recipient
+    assert call.name == theirs[-1].recipient.removeprefix("functions.")
+
+
+def test_call_without_end_token_stops_at_the_next_start(enc, tok):
+    """openai-harmony swallows the next message into the arguments; the call itself is what matters."""
+    text = ('<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"a":1}'
+            '<|start|>assistant<|channel|>final<|message|>It is sunny.<|return|>')
+    ids = tok.encode(text, allowed_special="all")
+    ours, theirs = _ours(tok, ids), _theirs(enc, ids)
+    assert theirs[-1].recipient == "functions.get_weather" and theirs[-1].content[0].text.startswith('{"a":1}')
+    call = find_call(ours.messages)
+    assert ours.stop_reason == "call" and call.name == "get_weather" and parse_arguments(call.arguments) == {"a": 1}
+
+
+def test_a_reply_without_a_call_has_none(tok):
+    ids = tok.encode("<|channel|>analysis<|message|>hm<|end|><|start|>assistant<|channel|>final<|message|>Hi"
+                     "<|return|>", allowed_special="all")
+    parser = _ours(tok, ids)
+    assert parser.stop_reason == "return" and find_call(parser.messages) is None
+
+
+def test_a_call_cut_by_the_token_limit_is_not_a_finished_call(tok):
+    ids = tok.encode('<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"loc',
+                     allowed_special="all")
+    parser = _ours(tok, ids)
+    assert parser.stop_reason is None  # the session reports "length" and runs nothing
+
+
+@pytest.mark.parametrize("text, expected", [("", {}), ("  ", {}), ('{"a": [1, 2]}', {"a": [1, 2]})])
+def test_arguments_parse(text, expected):
+    assert parse_arguments(text) == expected
+
+
+@pytest.mark.parametrize("text, needle", [('{"a": ', "not valid JSON"), ("[1]", "JSON object")])
+def test_bad_arguments_say_why(text, needle):
+    with pytest.raises(ValueError, match=needle):
+        parse_arguments(text)
