@@ -34,7 +34,17 @@ _SIGNATURES = {
     "ggml_backend_cpu_buffer_from_ptr": ("ggml-base", [_P, ctypes.c_size_t], _P),
     "ggml_backend_buffer_get_type": ("ggml-base", [_P], _P),
     "ggml_backend_buffer_free": ("ggml-base", [_P], None),
+    "ggml_backend_register": ("ggml", [_P], None),
+    "ggml_backend_reg_name": ("ggml-base", [_P], _S),
+    "ggml_backend_reg_dev_count": ("ggml-base", [_P], ctypes.c_size_t),
+    "ggml_backend_reg_dev_get": ("ggml-base", [_P, ctypes.c_size_t], _P),
+    "ggml_set_abort_callback": ("ggml-base", [_P], _P),
 }
+# ggml-rpc.h functions, reached through the RPC backend's get_proc_address as llama.cpp's tools do.
+RPC_ADD_SERVER = ctypes.CFUNCTYPE(_P, _S)
+RPC_START_SERVER = ctypes.CFUNCTYPE(None, _S, _S, ctypes.c_size_t, ctypes.c_size_t, ctypes.POINTER(_P))
+# ggml_abort_callback_t: void (*)(const char * error_message)
+ABORT_CALLBACK = ctypes.CFUNCTYPE(None, _S)
 # ggml_backend_dev_get_extra_bufts_t: the CPU backend's list of extra buffer types (AMX, CPU_REPACK, ...)
 _EXTRA_BUFTS_FN = ctypes.CFUNCTYPE(ctypes.POINTER(_P), _P)
 
@@ -62,6 +72,30 @@ def devices() -> list[int]:
     """Every registered device handle, in llama.cpp's order."""
     g = lib()
     return [g.dev_get(i) for i in range(g.dev_count())]
+
+
+def has_gpu_device() -> bool:
+    """Whether llama.cpp can offload layers: a GPU (or a registered RPC worker, which ggml types as a GPU).
+
+    Not `llama_supports_gpu_offload()`: that is true in every build with the RPC backend, GPU or not.
+    """
+    g = lib()
+    return any(g.dev_type(d) in (DEV_GPU, DEV_IGPU) for d in devices())
+
+
+def rpc_proc(name: str, prototype):
+    """A function of ggml's RPC backend by name, as prototype; None when this build has no RPC backend."""
+    g = lib()
+    reg = g.reg_by_name(b"RPC")
+    addr = g.reg_get_proc_address(reg, name.encode()) if reg else None
+    return prototype(addr) if addr else None
+
+
+def device_memory(dev: int) -> tuple[int, int]:
+    """(free, total) bytes of a device; for an RPC device this asks the worker."""
+    free, total = ctypes.c_size_t(), ctypes.c_size_t()
+    lib().dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+    return free.value, total.value
 
 
 def cpu_device() -> int:

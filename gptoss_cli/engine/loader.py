@@ -46,6 +46,9 @@ class LoadOptions:
     cpu_moe: bool = False
     n_cpu_moe: int = 0
     verbose: bool = False
+    # Device handles llama.cpp spreads the offloaded layers over, in order (RPC workers first, as llama.cpp
+    # orders them, then local GPUs); None: llama.cpp's own choice, every GPU it has registered.
+    devices: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -136,10 +139,10 @@ def override_array(overrides: Overrides) -> ctypes.Array | None:
 
 
 def resolve_gpu_layers(gpu_layers: int | None) -> int:
-    """The layer count llama.cpp offloads: all (-1/None) only when this build has a GPU backend."""
-    import llama_cpp
+    """The layer count llama.cpp offloads: all (-1/None) only when there is a GPU or an RPC worker."""
+    from gptoss_cli.engine import ggml
 
-    has_gpu = llama_cpp.llama_supports_gpu_offload()
+    has_gpu = ggml.has_gpu_device()
     if gpu_layers is None or gpu_layers < 0:
         return 0x7FFFFFFF if has_gpu else 0
     return gpu_layers if has_gpu else 0
@@ -158,6 +161,10 @@ def model_params(path: Path, tensors: list[TensorInfo], n_layers: int, opts: Loa
     keep = override_array(overrides)
     if keep is not None:
         mparams.tensor_buft_overrides = ctypes.addressof(keep)
+    if opts.devices is not None:
+        devs = (ctypes.c_void_p * (len(opts.devices) + 1))(*opts.devices)   # NULL-terminated
+        mparams.devices = ctypes.addressof(devs)
+        keep = (keep, devs)
     return mparams, keep
 
 
