@@ -6,9 +6,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
+
+from tests.bench.llama_tools import vendored_llama_cpp
 
 # gptoss recipe -> convert_hf_to_gguf.py --outtype with the matching dense type
 PEER_OUTTYPE = {"mxfp4": "q8_0", "f16": "f16", "bf16": "bf16"}
@@ -47,17 +48,7 @@ def median_of(samples: list[dict]) -> dict:
 
 def peer_script(workdir: Path) -> Path:
     """llama.cpp's convert_hf_to_gguf.py from the llama-cpp-python sdist of the installed version."""
-    from importlib.metadata import version
-
-    ver = version("llama_cpp_python")
-    root = workdir / f"llama_cpp_python-{ver}"
-    script = root / "vendor/llama.cpp/convert_hf_to_gguf.py"
-    if not script.exists():
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                        f"llama-cpp-python=={ver}", "-d", str(workdir)], check=True)
-        with tarfile.open(next(workdir.glob(f"llama_cpp_python-{ver}.tar.gz"))) as tar:
-            tar.extractall(workdir, filter="data")
-    return script
+    return vendored_llama_cpp(workdir) / "convert_hf_to_gguf.py"
 
 
 def input_bytes(checkpoint: Path) -> int:

@@ -68,8 +68,8 @@ def _slice_gguf(out: Path) -> Path:
 
 def bench_chat(out: Path) -> dict:
     gguf = _slice_gguf(out)
-    console.print("[bold]chat: gptoss chat -p vs a bare llama-cpp-python loop (slice GGUF)")
-    return _optional("chat_bench", lambda m: m.run(gguf))
+    console.print("[bold]chat: gptoss chat -p vs llama.cpp, each with its defaults (slice GGUF)")
+    return _optional("chat_bench", lambda m: m.run(gguf, workdir=out))
 
 
 def bench_offload(out: Path) -> dict:
