@@ -36,6 +36,7 @@ class BackendOptions:
     n_cpu_moe: int = 0
     seed: int = -1
     verbose: bool = False
+    devices: tuple[int, ...] | None = None   # where layers go (RPC workers, GPUs); None: llama.cpp's choice
 
 
 class Backend:
@@ -51,7 +52,7 @@ class Backend:
         self._ctx = None
         self.load_log: list[str] = []
         load = LoadOptions(gpu_layers=opts.gpu_layers, cpu_moe=opts.cpu_moe, n_cpu_moe=opts.n_cpu_moe,
-                           verbose=opts.verbose)
+                           verbose=opts.verbose, devices=opts.devices)
         log = llama_log()
         try:
             self._model = load_model(self.model_path, load, self.load_log)
