@@ -121,6 +121,10 @@ class _Transfer:
     def retry(self, name: str, why: str) -> None:
         self.progress.console.print(f"warning: {name}: {why}", markup=False, style="yellow")
 
+    def stopping(self) -> None:
+        self.progress.console.print("interrupted: stopping the downloads; finished bytes are kept for the "
+                                    "next run", markup=False, highlight=False)
+
 
 @contextmanager
 def transfer_progress(total: int, done: dict[str, int]) -> Iterator[_Transfer]:

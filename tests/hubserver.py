@@ -91,6 +91,12 @@ class Faults:
     corrupt: dict[str, int] = field(default_factory=dict)
     status: int | None = None
     slow: dict[str, float] = field(default_factory=dict)  # file -> seconds of sleep per 64 KiB sent
+    # hold[file] = n: the next body of that file pauses after n bytes, sets `held`, and goes on only once
+    # `release` is set; tests act while the client is known to have exactly those bytes (no clock involved).
+    hold: dict[str, int] = field(default_factory=dict)
+    held: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    sizes_listed: bool = True  # False: the listing has no sizes or hashes even with blobs=true (some mirrors)
 
 
 class HubServer:
@@ -237,7 +243,7 @@ class HubServer:
                       **({"lfs": {"oid": f.sha256, "size": f.size, "pointerSize": 134}} if f.lfs else {})}
                      for f in files]
         else:
-            blobs = query.get("blobs", ["false"])[0].lower() == "true"
+            blobs = query.get("blobs", ["false"])[0].lower() == "true" and self.faults.sizes_listed
             siblings = [{"rfilename": f.name, **({"size": f.size, "blobId": f.blob_id} if blobs else {}),
                          **({"lfs": {"size": f.size, "sha256": f.sha256, "pointerSize": 134}}
                             if blobs and f.lfs else {})} for f in files]
@@ -290,6 +296,14 @@ class HubServer:
         if corrupt:
             self.faults.corrupt[f.name] -= 1
         end = f.size if cut is None else min(f.size, start + cut)
+        hold = self.faults.hold.pop(f.name, None)
+        if hold is not None and start + hold < end:
+            if not self._stream(h, f, start, start + hold, corrupt):
+                return
+            h.wfile.flush()
+            self.faults.held.set()
+            self.faults.release.wait(300)
+            start += hold
         self._stream(h, f, start, end, corrupt)
         if cut is not None:
             if self.faults.after_cut_status:
@@ -298,7 +312,8 @@ class HubServer:
             h.wfile.flush()
             h.connection.shutdown(2)
 
-    def _stream(self, h, f: RepoFile, start: int, end: int, corrupt: bool) -> None:
+    def _stream(self, h, f: RepoFile, start: int, end: int, corrupt: bool) -> bool:
+        """Send bytes [start, end) of f; False when the client went away."""
         def count(n: int) -> None:
             with self.lock:
                 self.served[f.name] = self.served.get(f.name, 0) + n
@@ -309,7 +324,7 @@ class HubServer:
                     h.wfile.flush()
                     sent = h.connection.sendfile(fh, start, end - start)
                     count(sent)
-                return
+                return True
             pos = start
             while pos < end:
                 chunk = bytearray(f.read(pos, min(end, pos + (64 << 10 if pause else 1 << 20))))
@@ -321,4 +336,5 @@ class HubServer:
                 if pause:
                     time.sleep(pause)
         except (BrokenPipeError, ConnectionResetError):
-            pass
+            return False
+        return True

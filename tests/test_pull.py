@@ -85,15 +85,17 @@ def test_pull_fetches_only_what_a_converter_needs(hub, isolated_home):
     assert hit and Path(hit).resolve() == (folder / "model-00001-of-00002.safetensors").resolve()
 
 
-def test_second_pull_is_a_fast_noop(hub, isolated_home):
+def test_second_pull_is_a_noop_that_only_lists_the_repo(hub, isolated_home):
     assert run_cli("pull", "20b").returncode == 0
     hub.reset_stats()
     from gptoss_cli.hub.pull import run_pull
-    started = time.perf_counter()
     report = run_pull("20b", as_json=False)
-    assert time.perf_counter() - started < 1.0
     assert report["status"] == "up_to_date"
+    # What makes a rerun cheap is what the hub saw: one listing, no file metadata, not a byte of any file.
     assert hub.served == {}
+    seen = [(method, path.split("?")[0]) for method, path, *_ in hub.requests]
+    assert [r for r in seen if r[1].startswith(("/api/models/", f"/{REPO}/", "/cdn/"))] == \
+        [("GET", f"/api/models/{REPO}/revision/main")]
     again = run_cli("pull", "20b", "--json")
     doc = json.loads(again.stdout)
     assert doc["status"] == "up_to_date" and doc["plan"]["download_bytes"] == 0
@@ -121,24 +123,37 @@ def test_cut_connection_then_rerun_resumes(hub, isolated_home):
 
 def test_ctrl_c_keeps_finished_bytes_and_rerun_resumes(hub, isolated_home):
     name = "model-00000-of-00002.safetensors"
-    hub.faults.slow[name] = 0.02  # ~3 MiB/s, so the pull is still running when we interrupt it
+    hub.faults.hold[name] = 3 * CHUNK  # the server pauses after 3 MiB of this file until released
     proc = subprocess.Popen([sys.executable, "-m", "gptoss_cli", "pull", "20b"], cwd=ROOT, env=os.environ.copy(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while hub.served.get(name, 0) < 3 * CHUNK and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        assert hub.faults.held.wait(120), "the pull never reached the hold point"
+        partial = (isolated_home / "hf" / "hub" / "models--openai--gpt-oss-20b" / "blobs"
+                   / (hub.repos[REPO].files[name].sha256 + ".incomplete"))
+        _wait_for(lambda: partial.is_file() and partial.stat().st_size == 3 * CHUNK, proc)
+        proc.send_signal(signal.SIGINT)
+        # pull says it stopped writing before it waits for its workers; only then may more bytes flow
+        lines = iter(proc.stderr.readline, "")
+        assert any("interrupted: stopping the downloads" in line for line in lines)
+    finally:
+        hub.faults.release.set()
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted" in err
-    partial = next((isolated_home / "hf" / "hub").rglob("*.incomplete"))
-    kept = partial.stat().st_size
-    assert kept >= 2 * CHUNK
-    hub.faults.slow.clear()
+    assert partial.stat().st_size == 3 * CHUNK  # every byte received is kept, nothing after Ctrl-C
     hub.reset_stats()
     assert run_cli("pull", "20b").returncode == 0
-    assert hub.served[name] == SHARDS[name] - kept
+    assert hub.served[name] == SHARDS[name] - 3 * CHUNK
     data = (snapshot(isolated_home) / name).read_bytes()
     assert hashlib.sha256(data).hexdigest() == hub.repos[REPO].files[name].sha256
+
+
+def _wait_for(condition, proc, limit: float = 120) -> None:
+    """Poll until condition() holds (the event); the limit only turns a hang into a failure."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 def test_dropped_connection_resumes_within_the_run(hub, isolated_home):

@@ -220,6 +220,7 @@ class Callbacks:
     advance: Callable[[str, int], None] = lambda name, n: None
     finish: Callable[[str, int], None] = lambda name, size: None
     retry: Callable[[str, str], None] = lambda name, why: None
+    stopping: Callable[[], None] = lambda: None  # Ctrl-C: no more bytes are written from now on
 
 
 def download(plan: Plan, token: str | None, verify: bool = True, workers: int = 8,
@@ -247,6 +248,10 @@ def download(plan: Plan, token: str | None, verify: bool = True, workers: int = 
                 failed = [fu for fu in futures if fu.done() and fu.exception()]
                 if failed:
                     raise failed[0].exception()
+            except KeyboardInterrupt:
+                cancel.set()
+                cb.stopping()  # workers stop at their next chunk, which a stalled connection may delay
+                raise
             finally:
                 cancel.set()  # stops the other workers at their next chunk; their partial files stay
                 pool.shutdown(wait=True, cancel_futures=True)

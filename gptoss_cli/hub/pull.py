@@ -62,7 +62,7 @@ def _download(plan: hub.Plan, token: str | None, verify: bool, workers: int, qua
     done = {f.name: f.partial for f in plan.files if not f.present}
     started = time.perf_counter()
     with ui.transfer_progress(sum(f.size for f in plan.files if not f.present), done) as bars:
-        callbacks = hub.Callbacks(bars.start, bars.advance, bars.finish, bars.retry)
+        callbacks = hub.Callbacks(bars.start, bars.advance, bars.finish, bars.retry, bars.stopping)
         folder = hub.download(plan, token, verify=verify, workers=workers, callbacks=callbacks)
     seconds = time.perf_counter() - started
     rate = plan.download_bytes / 1e6 / max(seconds, 1e-9)
