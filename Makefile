@@ -38,11 +38,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) scripts/check_llama_build.py $(LLAMA_BACKENDS)
 	touch $@
 
-# Two workers (pytest-xdist), a test file each at a time: a native crash in one test (a segfault inside
-# llama.cpp) is reported as that test's failure, the worker is replaced and the rest of the suite still runs.
+# Two pytest-xdist workers: a native crash in one test (a segfault inside llama.cpp) is reported as that test's
+# failure ("worker 'gw0' crashed while running ..."), the worker is replaced and the rest of the suite still
+# runs. xdist's default distribution: with --dist loadfile a crashed worker's file is sent out again whole,
+# crashing test included, until xdist gives up on restarting workers.
 TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 # The main job offline: a tiny RANDOM-weight gpt-oss checkpoint in the official layout -> GGUF -> one-shot chat.
 demo: install
