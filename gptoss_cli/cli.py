@@ -212,6 +212,8 @@ def chat(
     cpu_moe: bool = typer.Option(False, "--cpu-moe", help="Keep all expert weights in system RAM."),
     n_cpu_moe: int = typer.Option(0, "--n-cpu-moe", min=0, help="Keep the experts of the first N layers in RAM."),
     fit: bool = typer.Option(False, "--fit", help="Choose --n-cpu-moe from free memory; prints the plan."),
+    rpc: Optional[str] = typer.Option(None, "--rpc", help="Spread the layers over these `gptoss worker`s: "
+                                                          "HOST:PORT[,HOST:PORT...]."),
 ) -> None:
     """Chat with a gpt-oss GGUF on llama.cpp; one-shot with -p or piped stdin.
 
@@ -222,6 +224,8 @@ def chat(
         gptoss chat 120b --n-cpu-moe 20        # experts of layers 0-19 in RAM
 
         echo "2+2?" | gptoss chat 20b --json   # one-shot; -p "TEXT" works too
+
+        gptoss chat 120b --rpc 10.0.0.2:50052  # layers shared with a `gptoss worker` on 10.0.0.2
     """
     from gptoss_cli.engine.backend import BackendOptions
     from gptoss_cli.chat.command import ChatOptions, run_chat
@@ -229,7 +233,7 @@ def chat(
 
     opts = ChatOptions(
         model=model, effort=effort.lower(), show_thinking=show_thinking, system=system, prompt=prompt,
-        json_out=json_out, fit=fit, sampling=Sampling(temperature, top_p, max_tokens),
+        json_out=json_out, fit=fit, rpc=rpc, sampling=Sampling(temperature, top_p, max_tokens),
         backend=BackendOptions(ctx_size=ctx_size, threads=threads, gpu_layers=gpu_layers,
                                flash_attn=flash_attn.value,
                                cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe, seed=seed))
@@ -251,6 +255,8 @@ def plan(
     flash_attn: FlashAttn = typer.Option("auto", "--flash-attn", "-fa", help="Flash attention as chat will run it: "
                                          "auto and on plan its much smaller compute buffer."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    rpc: Optional[str] = typer.Option(None, "--rpc", help="Plan for these `gptoss worker`s: "
+                                                          "HOST:PORT[,HOST:PORT...]."),
 ) -> None:
     """Plan memory without loading anything: what goes on the GPU, what stays in RAM, the --n-cpu-moe to use.
 
@@ -263,10 +269,12 @@ def plan(
         gptoss plan 20b --vram 8GB --flash-attn off
 
         gptoss plan gpt-oss-120b-mxfp4.gguf --json | jq .n_cpu_moe
+
+        gptoss plan 120b --rpc 10.0.0.2:50052,10.0.0.3:50052   # asks each worker for its memory
     """
     from gptoss_cli.memory.planning import run_plan
 
-    run_guarded(lambda: run_plan(model, ctx_size, vram, ram, flash_attn.value, json_out))
+    run_guarded(lambda: run_plan(model, ctx_size, vram, ram, flash_attn.value, json_out, rpc))
 
 
 # --- recipes / imatrix / eval --------------------------------------------------------------------
@@ -323,6 +331,8 @@ def eval_(
     chunks: Optional[int] = typer.Option(None, "--chunks", min=1, help="Evaluate at most this many chunks."),
     threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="CPU threads (default: auto)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    rpc: Optional[str] = typer.Option(None, "--rpc", help="Spread the layers over these `gptoss worker`s: "
+                                                          "HOST:PORT[,HOST:PORT...]."),
 ) -> None:
     """KL divergence (mean, p99) and top-1 agreement against a reference GGUF, and each file's perplexity.
 
@@ -336,7 +346,44 @@ def eval_(
     """
     from gptoss_cli.quant.evaluate import run_eval
 
-    run_guarded(lambda: run_eval(reference, tests, text, ctx_size, threads, chunks, json_out))
+    run_guarded(lambda: run_eval(reference, tests, text, ctx_size, threads, chunks, json_out, rpc))
+
+
+# --- worker (llama.cpp RPC) ------------------------------------------------------------------------
+
+WORKER_EXIT_CODES = """Exit codes: 1 the server could not start (port in use, no RPC backend); 2 bad input (a
+non-loopback --host without --allow-remote, unknown --device); 130 stopped with Ctrl-C."""
+
+
+@app.command(epilog=WORKER_EXIT_CODES)
+def worker(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on. Anything but loopback needs "
+                                                         "--allow-remote."),
+    port: int = typer.Option(50052, "--port", "-p", min=1, max=65535, help="TCP port."),
+    device: Optional[str] = typer.Option(None, "--device", "-d", help="llama.cpp device to serve, e.g. CPU or "
+                                         "CUDA0 (default: the GPU with the most free memory, else CPU)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Keep received weights in this folder: the next "
+                                                               "load of the same model skips the network."),
+    threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="CPU threads (default: auto)."),
+    allow_remote: bool = typer.Option(False, "--allow-remote", help="Listen on a non-loopback address. The "
+                                      "protocol has no authentication or encryption: trusted networks only."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Echo llama.cpp's log."),
+) -> None:
+    """Lend this machine's GPU or RAM to `gptoss chat/plan/eval --rpc` on another (llama.cpp's RPC server).
+
+    Examples:
+
+        gptoss worker                                   # 127.0.0.1:50052; reach it through an SSH tunnel
+
+        gptoss worker --host 10.0.0.2 --allow-remote --cache ~/.cache/gptoss-rpc
+
+        gptoss worker --device CUDA0 --port 50053
+    """
+    from gptoss_cli.rpc.worker import WorkerOptions, run_worker
+
+    opts = WorkerOptions(host=host, port=port, device=device, cache=cache, threads=threads,
+                         allow_remote=allow_remote, verbose=verbose)
+    run_guarded(lambda: run_worker(opts))
 
 
 def main() -> None:
