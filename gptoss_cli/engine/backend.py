@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterator
 
 from converters.errors import BadInputError, RunFailure
+from gptoss_cli.engine.constrain import Controller, sampler_chain
 from gptoss_cli.engine.llama_glue import llama_log, stop_echo
 from gptoss_cli.engine.loader import LoadOptions, Model, ModelLoadFailure, load_model
 from gptoss_cli.engine.threads import math_threads
@@ -109,8 +110,9 @@ class Backend:
     # --- generation -------------------------------------------------------------------------------
 
     def generate(self, prompt: list[int], *, temperature: float, top_p: float, max_tokens: int,
-                 stop: set[int]) -> Iterator[int]:
-        """Sample ids after prompt, reusing the cached prefix; a stop id is yielded, then it ends."""
+                 stop: set[int], control: Controller | None = None) -> Iterator[int]:
+        """Sample ids after prompt, reusing the cached prefix; a stop id is yielded, then it ends.
+        With `control`, its forced tokens are yielded and decoded like sampled ones (engine/constrain.py)."""
         lc = self._lc
         if not prompt:
             raise BadInputError(None, "empty prompt")
@@ -118,13 +120,25 @@ class Backend:
             raise ContextFull(None, f"the prompt is {len(prompt)} tokens, the context holds {self.n_ctx}",
                               "Start a new conversation or raise --ctx-size")
         sampler = self._sampler(temperature, top_p)
+        grammar = None
         try:
+            if control is not None and control.grammar is not None:
+                grammar = sampler_chain(self._vocab, temperature=temperature, top_p=top_p, seed=self.opts.seed,
+                                        grammar=control.grammar)
             self._feed(prompt)
             one = (ctypes.c_int32 * 1)()
             decode, sample, get_one = lc.llama_decode, lc.llama_sampler_sample, lc.llama_batch_get_one
             ctx, cached, n_ctx = self._ctx, self._cached, self.n_ctx
+            forced = control.begin() if control is not None else []
             for i in range(max_tokens):
-                token = sample(sampler, ctx, -1)
+                if forced:
+                    token = forced.pop(0)
+                elif control is None:
+                    token = sample(sampler, ctx, -1)
+                else:
+                    token = control.choose(sample(grammar if control.grammar_active else sampler, ctx, -1))
+                if control is not None:
+                    forced += control.commit(token)
                 yield token
                 if token in stop or len(cached) >= n_ctx:
                     return
@@ -137,19 +151,11 @@ class Backend:
                 cached.append(token)
         finally:
             lc.llama_sampler_free(sampler)
+            if grammar is not None:
+                lc.llama_sampler_free(grammar)
 
     def _sampler(self, temperature: float, top_p: float):
-        lc = self._lc
-        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
-        if temperature <= 0:
-            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
-            return chain
-        if top_p < 1.0:
-            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(top_p, 1))
-        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(temperature))
-        seed = lc.LLAMA_DEFAULT_SEED if self.opts.seed is None or self.opts.seed < 0 else self.opts.seed
-        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed))
-        return chain
+        return sampler_chain(self._vocab, temperature=temperature, top_p=top_p, seed=self.opts.seed)
 
     def _feed(self, prompt: list[int]) -> None:
         """Decode the part of prompt the cache lacks, leaving the last token's logits ready."""

@@ -1,0 +1,183 @@
+"""Constrained generation for gpt-oss: JSON-schema answers, forced tool calls, a thinking budget.
+
+A `Controller` follows one reply token by token. The decode loop (chat's `Backend.generate`, serve's
+`BatchEngine`) asks it three things:
+
+    queue = ctl.begin()                      # tokens to emit first (forced, not sampled)
+    each step:
+        token = queue.pop(0) if queue else ctl.choose(sample(grammar_chain if ctl.grammar_active else chain))
+        queue += ctl.commit(token)           # record it; forced tokens that must follow
+        emit token (it goes to the model and to the harmony parser like any sampled one)
+
+Forced structure is written as harmony tokens: the analysis is ended with `<|end|>` and the answer opened
+with `<|start|>assistant<|channel|>final<|message|>` (or a call header `...commentary to=functions.NAME
+<|constrain|>json<|message|>`); the answer or the call's arguments are sampled under a llama.cpp grammar
+built from the JSON schema by llama-cpp-python's converter, and closed with `<|return|>` / `<|call|>`.
+The analysis is never constrained.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable
+
+from converters.errors import BadInputError
+from gptoss_cli.engine.harmony import CALL, FIRST_SPECIAL_ID, RETURN, SPECIAL_IDS, STOP_IDS, StreamParser
+
+END, START = SPECIAL_IDS["<|end|>"], SPECIAL_IDS["<|start|>"]
+ANALYSIS_HEADER = "<|channel|>analysis<|message|>"
+FINAL_HEADER = "<|channel|>final<|message|>"
+LAST_SPECIAL_ID = 201087  # o200k_harmony's last reserved id
+
+
+def call_header(name: str) -> str:
+    """The header of a tool call as gpt-oss writes it (after `<|start|>assistant`)."""
+    return f"<|channel|>commentary to=functions.{name} <|constrain|>json<|message|>"
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """What to force on one reply. Any field left None is left to the model.
+
+    schema: the final answer is JSON valid for it (`{"type": "object"}` for any object).
+    tool / tool_schema: the reply is a call of that function with arguments valid for tool_schema.
+    thinking_budget: at most this many analysis tokens; then the answer (or the call) is opened.
+    """
+
+    schema: dict | None = None
+    tool: str | None = None
+    tool_schema: dict | None = None
+    thinking_budget: int | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether there is anything to force."""
+        return self.schema is not None or self.tool is not None or self.thinking_budget is not None
+
+
+def grammar_for(schema: dict | bool | None) -> str:
+    """GBNF (llama.cpp grammar) text for a JSON schema; BadInputError if the converter rejects it."""
+    if schema is None or schema is True or schema == {}:
+        schema = {"type": "object"}
+    try:
+        text = json.dumps(schema, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise BadInputError(None, f"the JSON schema cannot be serialised: {exc}") from None
+    return _gbnf(text)
+
+
+@lru_cache(maxsize=64)
+def _gbnf(schema_json: str) -> str:
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    try:
+        return json_schema_to_gbnf(schema_json)
+    except Exception as exc:  # noqa: BLE001 - the converter raises bare exceptions on unsupported schemas
+        raise BadInputError(None, f"unsupported JSON schema: {exc}",
+                            "Use plain types, properties, required, enum, arrays and string lengths") from None
+
+
+class Controller:
+    """Follows one reply and forces the structure a Constraint asks for (see the module docstring)."""
+
+    def __init__(self, constraint: Constraint, tokenize: Callable[[str], list[int]],
+                 token_bytes: Callable[[int], bytes]) -> None:
+        self.c = constraint
+        self._tokenize = tokenize
+        self.parser = StreamParser(token_bytes)   # tracks the channel of every committed token
+        self.analysis_tokens = 0
+        self.target = constraint.tool is not None or constraint.schema is not None
+        self.grammar: str | None = None
+        if constraint.tool is not None:
+            self.grammar = grammar_for(constraint.tool_schema)
+        elif constraint.schema is not None:
+            self.grammar = grammar_for(constraint.schema)
+        self._end_token = CALL if constraint.tool is not None else RETURN
+        self._phase = "free"   # free | analysis | grammar | done
+
+    @property
+    def grammar_active(self) -> bool:
+        """Sample the next token with the grammar chain."""
+        return self._phase == "grammar"
+
+    @property
+    def finished(self) -> bool:
+        """The forced answer or call has been closed."""
+        return self._phase == "done"
+
+    def begin(self) -> list[int]:
+        """Tokens to force right after the prompt (which ends with `<|start|>assistant`)."""
+        if self.c.thinking_budget is not None and self.c.thinking_budget <= 0:
+            return self._answer_header()
+        if self.target:
+            self._phase = "analysis"
+            return self._tokenize(ANALYSIS_HEADER)
+        return []
+
+    def choose(self, sampled: int) -> int:
+        """The token to commit for a sampled one: control tokens where they break the forced shape are
+        replaced by the one that closes the current part."""
+        if sampled < FIRST_SPECIAL_ID:
+            return sampled
+        if self._phase == "grammar":
+            return self._end_token
+        if self._phase == "analysis" and self.parser.channel == "analysis":
+            return END
+        return sampled
+
+    def commit(self, token: int) -> list[int]:
+        """Record a committed token (sampled or forced); returns tokens that must be forced next."""
+        in_analysis = self.parser.channel == "analysis"
+        self.parser.feed(token)
+        if self._phase == "grammar":
+            if token in (RETURN, CALL):
+                self._phase = "done"
+            return []
+        if self._phase == "done" or not in_analysis:
+            return []
+        if token >= FIRST_SPECIAL_ID:   # the analysis message is over
+            if token == END and (self.target or self._over_budget()):
+                return [START] + self._tokenize("assistant") + self._answer_header()
+            return []
+        self.analysis_tokens += 1
+        return [END] if self._over_budget() else []
+
+    def _over_budget(self) -> bool:
+        return self.c.thinking_budget is not None and self.analysis_tokens >= self.c.thinking_budget
+
+    def _answer_header(self) -> list[int]:
+        if self.c.tool is not None:
+            self._phase = "grammar"
+            return self._tokenize(call_header(self.c.tool))
+        self._phase = "grammar" if self.c.schema is not None else "done"
+        return self._tokenize(FINAL_HEADER)
+
+
+def sampler_chain(vocab, *, temperature: float, top_p: float, seed: int | None, grammar: str | None = None):
+    """A llama.cpp sampler chain (caller frees it with llama_sampler_free); with a grammar, control tokens
+    other than the stop tokens are banned and the grammar filters the rest before sampling."""
+    import llama_cpp as lc
+
+    chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+    if grammar is not None:
+        banned = [t for t in range(FIRST_SPECIAL_ID, LAST_SPECIAL_ID + 1) if t not in STOP_IDS]
+        bias = (lc.llama_logit_bias * len(banned))(*[lc.llama_logit_bias(t, float("-inf")) for t in banned])
+        n_vocab = lc.llama_vocab_n_tokens(vocab)
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_logit_bias(n_vocab, len(banned), bias))
+        gram = lc.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+        if not gram:
+            lc.llama_sampler_free(chain)
+            raise BadInputError(None, "llama.cpp could not parse the grammar built from the JSON schema")
+        lc.llama_sampler_chain_add(chain, gram)
+    if temperature <= 0:
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
+        return chain
+    if top_p < 1.0:
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(top_p, 1))
+    lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(temperature))
+    use_seed = lc.LLAMA_DEFAULT_SEED if seed is None or seed < 0 else seed
+    lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(ctypes.c_uint32(use_seed).value))
+    return chain
