@@ -214,6 +214,20 @@ def chat(
     fit: bool = typer.Option(False, "--fit", help="Choose --n-cpu-moe from free memory; prints the plan."),
     rpc: Optional[str] = typer.Option(None, "--rpc", help="Spread the layers over these `gptoss worker`s: "
                                                           "HOST:PORT[,HOST:PORT...]."),
+    mcp: list[str] = typer.Option([], "--mcp", help='An MCP server: "COMMAND ARGS" (stdio) or an https://…/mcp '
+                                  "URL (streamable HTTP). Repeatable."),
+    mcp_env: list[str] = typer.Option([], "--mcp-env", help="Pass this environment variable (KEY, or KEY=VALUE) "
+                                      "to the MCP servers; they get a minimal environment otherwise. Repeatable."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Run every tool call without asking."),
+    allow_tool: list[str] = typer.Option([], "--allow-tool", help="Run this tool without asking (repeatable); "
+                                         "one-shot runs call only --yes or --allow-tool tools."),
+    max_tool_calls: int = typer.Option(16, "--max-tool-calls", min=0, help="Most tool calls per reply."),
+    schema: Optional[str] = typer.Option(None, "--schema", help="The answer is JSON valid for this schema "
+                                         "(a file, or inline JSON)."),
+    thinking_budget: Optional[int] = typer.Option(None, "--thinking-budget", min=0,
+                                                  help="At most N thinking tokens; then the answer is opened."),
+    tool_choice: str = typer.Option("auto", "--tool-choice", help="auto, none, or a tool NAME that the first "
+                                    "call of each reply must be."),
 ) -> None:
     """Chat with a gpt-oss GGUF on llama.cpp; one-shot with -p or piped stdin.
 
@@ -226,9 +240,14 @@ def chat(
         echo "2+2?" | gptoss chat 20b --json   # one-shot; -p "TEXT" works too
 
         gptoss chat 120b --rpc 10.0.0.2:50052  # layers shared with a `gptoss worker` on 10.0.0.2
+
+        gptoss chat 20b --mcp "npx -y @modelcontextprotocol/server-filesystem ~/notes"   # asks before each call
+
+        gptoss chat 20b -p "Ann is 31." --schema person.json --json | jq -r .final
     """
     from gptoss_cli.engine.backend import BackendOptions
     from gptoss_cli.chat.command import ChatOptions, run_chat
+    from gptoss_cli.chat.tooling import ToolOptions
     from gptoss_cli.engine.session import Sampling
 
     opts = ChatOptions(
@@ -237,6 +256,9 @@ def chat(
         backend=BackendOptions(ctx_size=ctx_size, threads=threads, gpu_layers=gpu_layers,
                                flash_attn=flash_attn.value,
                                cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe, seed=seed))
+    opts.tools = ToolOptions(mcp=mcp, mcp_env=mcp_env, yes=yes, allow_tool=allow_tool,
+                             max_tool_calls=max_tool_calls, schema=schema, thinking_budget=thinking_budget,
+                             tool_choice=tool_choice)
     run_guarded(lambda: run_chat(opts))
 
 

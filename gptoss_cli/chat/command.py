@@ -11,7 +11,8 @@ from converters.errors import BadInputError, RunFailure
 from gptoss_cli import paths, ui
 from gptoss_cli.engine import harmony
 from gptoss_cli.engine.backend import Backend, BackendOptions
-from gptoss_cli.engine.session import Sampling, Session, TurnResult, run_turn
+from gptoss_cli.engine.session import Sampling, Session, TurnResult
+from gptoss_cli.chat.tooling import Controls, ToolOptions, start_hub
 
 
 @dataclass
@@ -27,6 +28,7 @@ class ChatOptions:
     fit: bool = False
     sampling: Sampling = field(default_factory=Sampling)
     backend: BackendOptions = field(default_factory=BackendOptions)
+    tools: ToolOptions = field(default_factory=ToolOptions)
 
 
 class NoAnswer(RunFailure):
@@ -46,18 +48,28 @@ def run_chat(opts: ChatOptions) -> None:
     backend_opts = opts.backend
     if opts.fit:
         _fit(gguf, backend_opts)
-    with ui.status(f"loading {gguf.name}"):
-        backend = Backend(gguf, backend_opts)
+    hub = start_hub(opts.tools)  # before the model: a server that fails stops the chat early
+    try:
+        controls = Controls(opts.tools, hub)
+        with ui.status(f"loading {gguf.name}"):
+            backend = Backend(gguf, backend_opts)
+    except BaseException:
+        if hub is not None:
+            hub.close()
+        raise
     try:
         session = Session(n_ctx=backend.n_ctx, effort=opts.effort, instructions=opts.system)
+        controls.attach(session)
         if prompt is None:
             from gptoss_cli.chat.repl import Repl
 
-            Repl(session, backend, opts.sampling, show_thinking=opts.show_thinking,
+            Repl(session, backend, opts.sampling, controls=controls, show_thinking=opts.show_thinking,
                  model_name=gguf.name).run()
         else:
-            one_shot(session, backend, prompt, opts, model_name=str(gguf))
+            one_shot(session, backend, prompt, opts, model_name=str(gguf), controls=controls)
     finally:
+        if hub is not None:
+            hub.close()
         backend.close()
 
 
@@ -76,8 +88,10 @@ def _one_shot_prompt(opts: ChatOptions) -> str | None:
     return text.strip("\n")
 
 
-def one_shot(session: Session, backend, prompt: str, opts: ChatOptions, model_name: str = "") -> TurnResult:
+def one_shot(session: Session, backend, prompt: str, opts: ChatOptions, model_name: str = "",
+             controls: Controls | None = None) -> TurnResult:
     """Answer one prompt: the final answer streams to stdout, thinking (if asked) to stderr."""
+    controls = controls or Controls(opts.tools)
     stream = not opts.json_out
     wrote: list[str] = []
 
@@ -91,7 +105,7 @@ def one_shot(session: Session, backend, prompt: str, opts: ChatOptions, model_na
             sys.stderr.flush()
 
     try:
-        result = run_turn(session, backend, prompt, opts.sampling, on_delta=on_delta)
+        result = controls.run(session, backend, prompt, opts.sampling, on_delta=on_delta)
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, like other Unix tools
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
@@ -123,6 +137,7 @@ def result_json(result: TurnResult, model: str, effort: str) -> dict:
                    "context": s.n_ctx},
         "timings": {"ttft_s": round(s.ttft_s, 6), "decode_tokens_per_s": round(s.decode_tps, 3),
                     "total_s": round(s.total_s, 6)},
+        "tool_calls": result.turn.tool_calls,
     }
 
 

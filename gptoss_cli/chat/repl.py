@@ -18,7 +18,7 @@ from rich.text import Text
 from converters.errors import GptossError
 from gptoss_cli import paths, ui
 from gptoss_cli.engine import harmony
-from gptoss_cli.engine.session import Sampling, Session, TokenBackend, TurnResult, run_turn, stats_rows
+from gptoss_cli.engine.session import Sampling, Session, TokenBackend, TurnResult, stats_rows
 
 HISTORY_FILE = "chat_history"
 PROMPT, MORE = ">>> ", "... "
@@ -32,12 +32,16 @@ HELP = [
     ("/save [FILE]", "write the conversation as a JSON transcript"),
     ("/load FILE", "continue a saved conversation"),
     ("/stats", "tokens, speed, time to first token, context used"),
+    ("/tools", "the MCP tools by server"),
+    ("/budget N", "at most N thinking tokens before the answer (`/budget off` lifts it)"),
     ("/exit", "quit (or Ctrl-D)"),
     ('"""', "start and end a multi-line message"),
 ]
 STOP_NOTES = {"length": "stopped at the token limit (--max-tokens or the context size)",
-              "interrupted": "interrupted", "call": "the model asked for a tool call; gptoss has no tools",
+              "interrupted": "interrupted", "call": "the model asked for a tool call; start gptoss chat with --mcp "
+              "to give it tools", "tool_limit": "stopped: too many tool calls (--max-tool-calls)",
               "eos": "the model ended the text"}
+APPROVE = "run it? [y]es / [n]o / [a]lways this tool: "
 
 
 class _Tail:
@@ -90,6 +94,16 @@ class _ReplyView:
             with _sigint_deferred():  # a half-started Live cannot be stopped
                 self.live.start()
 
+    def pause(self) -> None:
+        """Take the live view off the screen (before a question); the next text starts a new one."""
+        if self.live is not None:
+            with _sigint_deferred(reraise=False):
+                self.live.stop()
+            self.live, self.final = None, []
+        elif self.mid_line:
+            self.console.print()
+            self.mid_line = False
+
     def close(self, result: TurnResult | None) -> None:
         """Replace the live view with the finished answer and a note on how it ended."""
         if self.live is not None:
@@ -113,13 +127,21 @@ class Repl:
     """The read-eval-print loop over one session."""
 
     def __init__(self, session: Session, backend: TokenBackend, sampling: Sampling, *,
-                 show_thinking: bool = False, model_name: str = "", console: Console | None = None) -> None:
+                 show_thinking: bool = False, model_name: str = "", console: Console | None = None,
+                 controls=None) -> None:
+        from gptoss_cli.chat.tooling import Controls, ToolOptions
+
         self.session, self.backend, self.sampling = session, backend, sampling
+        self.controls = controls or Controls(ToolOptions())
+        if self.controls.runner is not None:
+            self.controls.runner.approval.ask = self._approve
+        self._view: _ReplyView | None = None
         self.show_thinking, self.model_name = show_thinking, model_name
         self.console = console or ui.out
         self.commands: dict[str, Callable[[str], bool]] = {
             "/help": self._help, "/effort": self._effort, "/think": self._think, "/system": self._system,
             "/reset": self._reset, "/save": self._save, "/load": self._load, "/stats": self._stats,
+            "/tools": self._tools, "/budget": self._budget,
             "/exit": self._exit, "/quit": self._exit, "/bye": self._exit,
         }
 
@@ -176,10 +198,10 @@ class Repl:
 
     def ask(self, text: str) -> TurnResult | None:
         """Send one message and stream the reply; Ctrl-C stops the reply and keeps the session."""
-        view = _ReplyView(self.console, self.show_thinking)
+        view = self._view = _ReplyView(self.console, self.show_thinking)
         result = None
         try:
-            result = run_turn(self.session, self.backend, text, self.sampling, on_delta=view.on_delta)
+            result = self.controls.run(self.session, self.backend, text, self.sampling, on_delta=view.on_delta)
         except KeyboardInterrupt:
             view.close(None)
             self.console.print("[interrupted]", style="dim", markup=False)
@@ -257,6 +279,43 @@ class Repl:
     def _stats(self, _: str) -> bool:
         ui.table(None, ["stat", "value"], stats_rows(self.session))
         return True
+
+    def _tools(self, _: str) -> bool:
+        from gptoss_cli.chat.tooling import tool_rows
+
+        rows = tool_rows(self.controls.hub)
+        if not rows:
+            self._note("no tools (start gptoss chat with --mcp \"COMMAND\" or --mcp URL)")
+        else:
+            ui.table(None, ["server", "tool", "description"], rows)
+        return True
+
+    def _budget(self, arg: str) -> bool:
+        if arg.lower() in ("off", "none", "-"):
+            self.controls.thinking_budget = None
+        elif arg.isdigit():
+            self.controls.thinking_budget = int(arg)
+        elif arg:
+            ui.warn(f"/budget takes a number of tokens or off, not {arg!r}")
+            return True
+        budget = self.controls.thinking_budget
+        self._note(f"thinking budget: {budget if budget is not None else 'none'}")
+        return True
+
+    def _approve(self, tool, arguments: dict) -> str:
+        """Ask before a call: the tool, its server and its arguments (shown as plain text)."""
+        import json
+
+        if self._view is not None:
+            self._view.pause()
+        self.console.print(f"tool call: {tool.name} (server {tool.server})", style="bold", markup=False)
+        self.console.print(json.dumps(arguments, indent=2, ensure_ascii=False), markup=False, highlight=False)
+        while True:
+            answer = input(APPROVE).strip().lower()
+            if answer[:1] in ("y", "n", "a"):
+                return answer[:1]
+            if answer == "":
+                return "n"
 
     def _exit(self, _: str) -> bool:
         return False
