@@ -10,6 +10,7 @@ from pathlib import Path
 from converters.errors import BadInputError, RunFailure
 from gptoss_cli import paths, ui
 from gptoss_cli.engine import harmony
+from gptoss_cli.chat.scripted import with_script
 from gptoss_cli.engine.backend import Backend, BackendOptions
 from gptoss_cli.engine.session import Sampling, Session, TurnResult
 from gptoss_cli.chat.tooling import Controls, ToolOptions, start_hub
@@ -52,7 +53,7 @@ def run_chat(opts: ChatOptions) -> None:
     try:
         controls = Controls(opts.tools, hub)
         with ui.status(f"loading {gguf.name}"):
-            backend = Backend(gguf, backend_opts)
+            backend = with_script(Backend(gguf, backend_opts))  # tests: GPTOSS_TEST_REPLY
     except BaseException:
         if hub is not None:
             hub.close()

@@ -1,0 +1,47 @@
+"""Test seam: GPTOSS_TEST_REPLY=FILE makes `gptoss chat` answer every prompt with FILE's harmony text.
+
+The GGUF is still loaded and its tokenizer turns the file's text (special tokens included, e.g.
+`<|channel|>analysis<|message|>...<|end|>`) into the tokens the "model" generates; everything after the
+model (stop tokens, --max-tokens, harmony parsing, what reaches stdout, stderr and the REPL) runs as in a
+real chat. A random-weight test model never writes harmony channels, so this is how the suite drives
+real thinking text through the CLI. Not meant for users; only tests set the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV = "GPTOSS_TEST_REPLY"
+
+
+def with_script(backend):
+    """The backend itself, or (GPTOSS_TEST_REPLY=FILE, tests only) a ScriptedBackend around it."""
+    name = os.environ.get(ENV)
+    return ScriptedBackend(backend, Path(name).read_text(encoding="utf-8")) if name else backend
+
+
+class ScriptedBackend:
+    """A TokenBackend whose replies are a fixed token list, tokenized by the real model."""
+
+    def __init__(self, real, text: str) -> None:
+        self.real, self.tokens = real, real.tokenize(text)
+        self.n_ctx = real.n_ctx
+
+    def __getattr__(self, name: str):
+        return getattr(self.real, name)  # close(), stats and the rest: the real backend's
+
+    def tokenize(self, text: str) -> list[int]:
+        """The real model's tokenization."""
+        return self.real.tokenize(text)
+
+    def token_bytes(self, token: int) -> bytes:
+        """The real model's bytes of one token."""
+        return self.real.token_bytes(token)
+
+    def generate(self, prompt: list[int], *, max_tokens: int, stop: set[int], **_):
+        """Yield the script's tokens, honouring max_tokens and ending after a stop token, as the backend does."""
+        for token in self.tokens[:max_tokens]:
+            yield token
+            if token in stop:
+                return
