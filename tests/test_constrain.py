@@ -89,6 +89,15 @@ def test_forced_tool_replaces_stray_control_tokens_and_closes_with_call():
     assert ctl.finished
 
 
+def test_required_call_among_several_tools_samples_the_name_then_its_arguments():
+    ctl = Controller(Constraint(tools={"get_weather": WEATHER, "lookup": PERSON}, thinking_budget=0), _tok, _bytes)
+    # name under the names grammar, then an end token, then the arguments
+    out = _drive(ctl, _tok("get_weather") + [harmony.RETURN] + _tok('{"unit":"f","days":[true]}') + [harmony.RETURN])
+    assert _enc().decode(out) == ('<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>'
+                                  '{"unit":"f","days":[true]}<|call|>')
+    assert ctl.tool == "get_weather" and ctl.finished
+
+
 def test_grammar_from_schema_and_bad_schema():
     assert "root ::=" in grammar_for(PERSON)
     assert "root ::=" in grammar_for(None)      # json_object: any object
@@ -132,3 +141,11 @@ def test_forced_call_on_random_weights_has_valid_arguments(backend):
     assert parser.stop_reason == "call"
     assert call.recipient == "functions.get_weather"
     jsonschema.validate(json.loads(call.content), WEATHER)
+
+
+def test_required_call_on_random_weights_names_one_of_the_tools(backend):
+    parser = _run(backend, Constraint(tools={"get_weather": WEATHER, "lookup_person": PERSON}, thinking_budget=2))
+    call = parser.messages[-1]
+    assert parser.stop_reason == "call"
+    name = call.recipient.removeprefix("functions.")
+    jsonschema.validate(json.loads(call.content), {"get_weather": WEATHER, "lookup_person": PERSON}[name])

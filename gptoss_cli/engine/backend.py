@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Iterator
 
 from converters.errors import BadInputError, RunFailure
-from gptoss_cli.engine.constrain import Controller, sampler_chain
+from gptoss_cli.engine.constrain import Controller, GrammarChains, sampler_chain
 from gptoss_cli.engine.llama_glue import llama_log, stop_echo
 from gptoss_cli.engine.loader import LoadOptions, Model, ModelLoadFailure, load_model
 from gptoss_cli.engine.threads import math_threads
@@ -38,6 +38,7 @@ class BackendOptions:
     seed: int = -1
     verbose: bool = False
     devices: tuple[int, ...] | None = None   # where layers go (RPC workers, GPUs); None: llama.cpp's choice
+    parallel: int = 1   # sequences in the context (serve's slots), each with ctx_size tokens of its own
 
 
 class Backend:
@@ -79,15 +80,17 @@ class Backend:
     def _context_params(self, opts: BackendOptions):
         lc = self._lc
         cp = lc.llama_context_default_params()
-        cp.n_ctx = opts.ctx_size
+        cp.n_ctx = opts.ctx_size * opts.parallel
+        cp.n_seq_max = opts.parallel
+        cp.kv_unified = False   # one KV stream per sequence: no cross-sequence masking work per step
         cp.n_batch = min(2048, opts.ctx_size)
         cp.n_ubatch = min(512, cp.n_batch)
         cp.n_threads = cp.n_threads_batch = opts.threads or math_threads()
         cp.flash_attn_type = {"auto": lc.LLAMA_FLASH_ATTN_TYPE_AUTO, "on": lc.LLAMA_FLASH_ATTN_TYPE_ENABLED,
                               "off": lc.LLAMA_FLASH_ATTN_TYPE_DISABLED}[opts.flash_attn]
-        # Only the last token's logits are ever read: saves n_vocab * n_batch * 4 bytes of buffers.
+        # Only the last token's logits (per sequence) are read: saves n_vocab * n_batch * 4 bytes of buffers.
         if hasattr(cp, "n_outputs_max"):
-            cp.n_outputs_max = 1
+            cp.n_outputs_max = opts.parallel
         cp.no_perf = True
         cp.swa_full = SWA_FULL
         return cp
@@ -120,11 +123,8 @@ class Backend:
             raise ContextFull(None, f"the prompt is {len(prompt)} tokens, the context holds {self.n_ctx}",
                               "Start a new conversation or raise --ctx-size")
         sampler = self._sampler(temperature, top_p)
-        grammar = None
+        chains = GrammarChains(self._vocab, temperature=temperature, top_p=top_p, seed=self.opts.seed)
         try:
-            if control is not None and control.grammar is not None:
-                grammar = sampler_chain(self._vocab, temperature=temperature, top_p=top_p, seed=self.opts.seed,
-                                        grammar=control.grammar)
             self._feed(prompt)
             one = (ctypes.c_int32 * 1)()
             decode, sample, get_one = lc.llama_decode, lc.llama_sampler_sample, lc.llama_batch_get_one
@@ -136,7 +136,8 @@ class Backend:
                 elif control is None:
                     token = sample(sampler, ctx, -1)
                 else:
-                    token = control.choose(sample(grammar if control.grammar_active else sampler, ctx, -1))
+                    chain = chains.get(control.grammar) if control.grammar_active else sampler
+                    token = control.choose(sample(chain, ctx, -1))
                 if control is not None:
                     forced += control.commit(token)
                 yield token
@@ -151,8 +152,7 @@ class Backend:
                 cached.append(token)
         finally:
             lc.llama_sampler_free(sampler)
-            if grammar is not None:
-                lc.llama_sampler_free(grammar)
+            chains.close()
 
     def _sampler(self, temperature: float, top_p: float):
         return sampler_chain(self._vocab, temperature=temperature, top_p=top_p, seed=self.opts.seed)

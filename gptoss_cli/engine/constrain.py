@@ -5,7 +5,8 @@ A `Controller` follows one reply token by token. The decode loop (chat's `Backen
 
     queue = ctl.begin()                      # tokens to emit first (forced, not sampled)
     each step:
-        token = queue.pop(0) if queue else ctl.choose(sample(grammar_chain if ctl.grammar_active else chain))
+        token = queue.pop(0) if queue else ctl.choose(sample(chains.get(ctl.grammar) if ctl.grammar_active
+                                                              else chain))
         queue += ctl.commit(token)           # record it; forced tokens that must follow
         emit token (it goes to the model and to the harmony parser like any sampled one)
 
@@ -44,18 +45,30 @@ class Constraint:
 
     schema: the final answer is JSON valid for it (`{"type": "object"}` for any object).
     tool / tool_schema: the reply is a call of that function with arguments valid for tool_schema.
+    tools: the reply is a call of one of these functions (name -> parameters schema); the name is sampled.
     thinking_budget: at most this many analysis tokens; then the answer (or the call) is opened.
     """
 
     schema: dict | None = None
     tool: str | None = None
     tool_schema: dict | None = None
+    tools: dict[str, dict | None] | None = None
     thinking_budget: int | None = None
 
     @property
     def active(self) -> bool:
         """Whether there is anything to force."""
-        return self.schema is not None or self.tool is not None or self.thinking_budget is not None
+        return self.target or self.thinking_budget is not None
+
+    @property
+    def target(self) -> bool:
+        """Whether the reply must be a JSON answer or a call."""
+        return self.schema is not None or self.tool is not None or bool(self.tools)
+
+
+def names_grammar(names: list[str]) -> str:
+    """GBNF that matches exactly one of the names."""
+    return "root ::= " + " | ".join(json.dumps(n) for n in names) + "\n"
 
 
 def grammar_for(schema: dict | bool | None) -> str:
@@ -89,19 +102,35 @@ class Controller:
         self._tokenize = tokenize
         self.parser = StreamParser(token_bytes)   # tracks the channel of every committed token
         self.analysis_tokens = 0
-        self.target = constraint.tool is not None or constraint.schema is not None
-        self.grammar: str | None = None
+        self.target = constraint.target
+        self.tool = constraint.tool
+        if not self.tool and constraint.tools and len(constraint.tools) == 1:
+            self.tool = next(iter(constraint.tools))
+        tools = dict(constraint.tools or {})
         if constraint.tool is not None:
-            self.grammar = grammar_for(constraint.tool_schema)
-        elif constraint.schema is not None:
-            self.grammar = grammar_for(constraint.schema)
-        self._end_token = CALL if constraint.tool is not None else RETURN
-        self._phase = "free"   # free | analysis | grammar | done
+            tools[constraint.tool] = constraint.tool_schema
+        self._grammars = {name: grammar_for(schema) for name, schema in tools.items()}   # fail early
+        self._answer = grammar_for(constraint.schema) if constraint.schema is not None else None
+        self._names = names_grammar(sorted(tools)) if tools and self.tool is None else None
+        self._name_text = b""
+        self._token_bytes = token_bytes
+        self._pending: list[int] = []
+        self._end_token = CALL if tools else RETURN
+        self._phase = "free"   # free | analysis | name | grammar | done
+
+    @property
+    def grammar(self) -> str | None:
+        """GBNF of what is sampled now (the answer, the call's name, its arguments); None when free."""
+        if self._phase == "name":
+            return self._names
+        if self._phase == "grammar":
+            return self._grammars[self.tool] if self.tool is not None else self._answer
+        return None
 
     @property
     def grammar_active(self) -> bool:
         """Sample the next token with the grammar chain."""
-        return self._phase == "grammar"
+        return self._phase in ("grammar", "name")
 
     @property
     def finished(self) -> bool:
@@ -120,6 +149,14 @@ class Controller:
     def choose(self, sampled: int) -> int:
         """The token to commit for a sampled one: control tokens where they break the forced shape are
         replaced by the one that closes the current part."""
+        if self._phase == "name":
+            if sampled < FIRST_SPECIAL_ID:
+                self._name_text += self._token_bytes(sampled)
+                return sampled
+            self.tool = self._name_text.decode("utf-8", "replace")   # the name grammar is complete
+            self._phase = "grammar"
+            first, *self._pending = self._tokenize(" <|constrain|>json<|message|>")
+            return first
         if sampled < FIRST_SPECIAL_ID:
             return sampled
         if self._phase == "grammar":
@@ -132,7 +169,10 @@ class Controller:
         """Record a committed token (sampled or forced); returns tokens that must be forced next."""
         in_analysis = self.parser.channel == "analysis"
         self.parser.feed(token)
-        if self._phase == "grammar":
+        if self._pending:
+            pending, self._pending = self._pending, []
+            return pending
+        if self._phase in ("grammar", "name"):
             if token in (RETURN, CALL):
                 self._phase = "done"
             return []
@@ -149,9 +189,12 @@ class Controller:
         return self.c.thinking_budget is not None and self.analysis_tokens >= self.c.thinking_budget
 
     def _answer_header(self) -> list[int]:
-        if self.c.tool is not None:
+        if self.tool is not None:
             self._phase = "grammar"
-            return self._tokenize(call_header(self.c.tool))
+            return self._tokenize(call_header(self.tool))
+        if self._names is not None:
+            self._phase = "name"
+            return self._tokenize("<|channel|>commentary to=functions.")
         self._phase = "grammar" if self.c.schema is not None else "done"
         return self._tokenize(FINAL_HEADER)
 
@@ -181,3 +224,26 @@ def sampler_chain(vocab, *, temperature: float, top_p: float, seed: int | None, 
     use_seed = lc.LLAMA_DEFAULT_SEED if seed is None or seed < 0 else seed
     lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(ctypes.c_uint32(use_seed).value))
     return chain
+
+
+class GrammarChains:
+    """Sampler chains of one reply, one per grammar text, made when first needed; close() frees them."""
+
+    def __init__(self, vocab, *, temperature: float, top_p: float, seed: int | None) -> None:
+        self._vocab, self._args = vocab, dict(temperature=temperature, top_p=top_p, seed=seed)
+        self._chains: dict[str, int] = {}
+
+    def get(self, grammar: str):
+        """The chain for this grammar."""
+        chain = self._chains.get(grammar)
+        if chain is None:
+            chain = self._chains[grammar] = sampler_chain(self._vocab, grammar=grammar, **self._args)
+        return chain
+
+    def close(self) -> None:
+        """Free every chain (idempotent)."""
+        import llama_cpp as lc
+
+        for chain in self._chains.values():
+            lc.llama_sampler_free(chain)
+        self._chains.clear()
