@@ -125,9 +125,11 @@ class ToolHub:
         self.servers = {label: _Server(spec) for label, spec in zip(labels, self.specs)}
         try:
             self._run(self._start_all(), self.start_timeout + 10)
-            for label, server in self.servers.items():
-                if server.error is not None:
-                    raise _start_error(server.spec, server.error, self._log_path(label))
+            failed = [(label, s) for label, s in self.servers.items() if s.error is not None]
+            failed.sort(key=lambda item: isinstance(item[1].error, TimeoutError))  # a definite cause first
+            if failed:
+                label, server = failed[0]
+                raise _start_error(server.spec, server.error, self._log_path(label))
         except BaseException:
             self.close()
             raise
@@ -310,10 +312,28 @@ async def _list_all(session) -> list:
 
 
 def _schema(schema) -> dict | None:
-    """An input schema for the model; an object with no properties is shown as a call without arguments."""
+    """An input schema for the model; an object with no properties is shown as a call without arguments.
+
+    Titles that only repeat the property name (pydantic writes `"title": "City"` for `city`) are dropped:
+    harmony would render each as a comment the model gains nothing from.
+    """
     if not isinstance(schema, dict) or (schema.get("type") == "object" and not schema.get("properties")):
         return None
-    return {k: v for k, v in schema.items() if k not in ("$schema", "additionalProperties")}
+    return _untitled({k: v for k, v in schema.items() if k not in ("$schema", "additionalProperties", "title")})
+
+
+def _untitled(schema: dict) -> dict:
+    props = schema.get("properties")
+    if not isinstance(props, dict):
+        return schema
+    clean = {}
+    for key, value in props.items():
+        if isinstance(value, dict):
+            if value.get("title") == key.replace("_", " ").title():
+                value = {k: v for k, v in value.items() if k != "title"}
+            value = _untitled(value)
+        clean[key] = value
+    return {**schema, "properties": clean}
 
 
 def _safe(text: str) -> str:

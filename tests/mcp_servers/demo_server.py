@@ -12,6 +12,19 @@ from mcp.server.mcpserver import MCPServer
 from mcp.types import ImageContent
 
 server = MCPServer("demo")
+_original_call = server.call_tool
+
+
+async def _logged_call(name, arguments, *args, **kwargs):
+    """Every call reaching the server is appended to $CALL_LOG (tests check that declined calls never do)."""
+    log = os.environ.get("CALL_LOG")
+    if log:
+        with open(log, "a") as f:
+            f.write(f"{name}\n")
+    return await _original_call(name, arguments, *args, **kwargs)
+
+
+server.call_tool = _logged_call
 
 
 @server.tool()
@@ -72,7 +85,6 @@ def weather(city: str, unit: Literal["c", "f"] = "c") -> str:
 if __name__ == "__main__":
     if "--http" in sys.argv:
         port = int(sys.argv[sys.argv.index("--http") + 1])
-        server.settings.port = port
-        server.run("streamable-http")
+        server.run("streamable-http", host="127.0.0.1", port=port)
     else:
         server.run()
