@@ -54,7 +54,8 @@ def hub(marker_dir):
     """The demo and clash servers, started once for the module."""
     os.environ["HF_TOKEN"] = "hf_secret_never_passed"
     os.environ["GPTOSS_TEST_VISIBLE"] = "visible"
-    specs_ = [parse_server(DEMO, ["GPTOSS_TEST_VISIBLE", f"MARKER={marker_dir / 'cancelled'}"]),
+    specs_ = [parse_server(DEMO, ["GPTOSS_TEST_VISIBLE", f"MARKER={marker_dir / 'cancelled'}",
+                                  f"CALL_LOG={marker_dir / 'calls.log'}"]),
               parse_server(CLASH)]
     hub = ToolHub(specs_, call_timeout=30, log_dir=marker_dir / "logs")
     hub.start()
@@ -125,13 +126,17 @@ def test_ctrl_c_cancels_the_call_and_the_server_is_told(hub, marker_dir):
 
 
 def test_runner_declines_without_approval_and_nothing_runs(hub, marker_dir):
+    log = marker_dir / "calls.log"
+    calls_before = log.read_text() if log.exists() else ""
     runner = ToolRunner(hub, Approval())  # one-shot without --yes or --allow-tool
     text = runner(ToolCall("add", '{"a": 1, "b": 2}', "functions.add", "commentary"))
     assert text == "error: the user declined this call"
+    assert (log.read_text() if log.exists() else "") == calls_before  # it never reached the server
     assert runner.records[0]["approved"] is False and "--yes" in runner.records[0]["error"]
     allowed = ToolRunner(hub, Approval(allow={"add"}))
     assert allowed(ToolCall("add", '{"a": 1, "b": 2}', "functions.add", "commentary")) == "3"
     assert allowed.records[0]["approved"] is True and allowed.records[0]["result"] == "3"
+    assert log.read_text() == calls_before + "add\n"
     assert allowed(ToolCall("fail", "{}", "functions.fail", "commentary")).startswith("error: ")
     assert allowed.records[1]["approved"] is False
 
