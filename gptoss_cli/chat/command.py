@@ -27,6 +27,7 @@ class ChatOptions:
     prompt: str | None = None
     json_out: bool = False
     fit: bool = False
+    rpc: str | None = None          # --rpc HOST:PORT,...: workers that take layers (gptoss worker)
     sampling: Sampling = field(default_factory=Sampling)
     backend: BackendOptions = field(default_factory=BackendOptions)
     tools: ToolOptions = field(default_factory=ToolOptions)
@@ -47,8 +48,9 @@ def run_chat(opts: ChatOptions) -> None:
     if opts.model is None:
         ui.info(f"using {gguf} (the last GGUF written)")
     backend_opts = opts.backend
+    workers = connect_workers(opts.rpc, backend_opts)
     if opts.fit:
-        _fit(gguf, backend_opts)
+        _fit(gguf, backend_opts, workers)
     hub = start_hub(opts.tools)  # before the model: a server that fails stops the chat early
     try:
         controls = Controls(opts.tools, hub)
@@ -64,8 +66,11 @@ def run_chat(opts: ChatOptions) -> None:
         if prompt is None:
             from gptoss_cli.chat.repl import Repl
 
-            Repl(session, backend, opts.sampling, controls=controls, show_thinking=opts.show_thinking,
-                 model_name=gguf.name).run()
+            repl = Repl(session, backend, opts.sampling, controls=controls, show_thinking=opts.show_thinking,
+                        model_name=gguf.name)
+            if workers:
+                _save_on_worker_lost(session, gguf.name, lambda: repl.pending)
+            repl.run()
         else:
             one_shot(session, backend, prompt, opts, model_name=str(gguf), controls=controls)
     finally:
@@ -142,15 +147,51 @@ def result_json(result: TurnResult, model: str, effort: str) -> dict:
     }
 
 
-def _fit(gguf: Path, backend_opts) -> None:
+def connect_workers(rpc: str | None, backend_opts: BackendOptions) -> list:
+    """--rpc: connect the workers and give their devices to the loader; [] without --rpc."""
+    if not rpc:
+        return []
+    from gptoss_cli.rpc.client import connect, offload_devices
+
+    with ui.status("connecting to workers"):
+        workers = connect(rpc)
+    backend_opts.devices = offload_devices(workers)
+    ui.info("workers: " + ", ".join(f"{w.endpoint} ({name} {free / 2**30:.1f} GiB free)"
+                                    for w in workers for name, free, _ in w.memory()))
+    return workers
+
+
+def _save_on_worker_lost(session: Session, model_name: str, pending) -> None:
+    """If a worker dies mid-reply the process exits from inside llama.cpp: save the conversation first,
+    the unanswered message included (pending() returns it)."""
+    import time
+
+    from gptoss_cli.engine.session import Turn
+    from gptoss_cli.rpc.faults import on_worker_lost
+
+    def save() -> str | None:
+        asked = pending()
+        if asked is not None:
+            session.turns.append(Turn(user=asked, stop_reason="worker_lost"))
+        if not session.turns:
+            return None
+        folder = paths.state_dir() / "conversations"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = session.save(folder / time.strftime("worker-lost-%Y%m%d-%H%M%S.json"), model=model_name)
+        return f"The conversation is saved to {path} (/load it to continue)"
+
+    on_worker_lost(save)
+
+
+def _fit(gguf: Path, backend_opts, workers: list | None = None) -> None:
     """--fit: choose --n-cpu-moe from the GGUF and free memory (the plan table goes to stderr)."""
     from gptoss_cli.memory.planning import fit
 
     if backend_opts.cpu_moe or backend_opts.n_cpu_moe:
         raise BadInputError(None, "--fit chooses the expert placement itself",
                             "Use either --fit or --cpu-moe / --n-cpu-moe")
-    plan = fit(gguf, backend_opts.ctx_size, backend_opts.flash_attn)
-    if plan.gpu:
+    plan = fit(gguf, backend_opts.ctx_size, backend_opts.flash_attn, workers=workers or [])
+    if workers or plan.gpu:
         backend_opts.n_cpu_moe = plan.n_cpu_moe
         ui.info(f"--fit: --n-cpu-moe {plan.n_cpu_moe}")
     else:

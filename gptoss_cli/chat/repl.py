@@ -138,6 +138,7 @@ class Repl:
         self._view: _ReplyView | None = None
         self.show_thinking, self.model_name = show_thinking, model_name
         self.console = console or ui.out
+        self.pending: str | None = None   # the message being answered (saved if a worker dies mid-reply)
         self.commands: dict[str, Callable[[str], bool]] = {
             "/help": self._help, "/effort": self._effort, "/think": self._think, "/system": self._system,
             "/reset": self._reset, "/save": self._save, "/load": self._load, "/stats": self._stats,
@@ -200,6 +201,7 @@ class Repl:
         """Send one message and stream the reply; Ctrl-C stops the reply and keeps the session."""
         view = self._view = _ReplyView(self.console, self.show_thinking)
         result = None
+        self.pending = text
         try:
             result = self.controls.run(self.session, self.backend, text, self.sampling, on_delta=view.on_delta)
         except KeyboardInterrupt:
@@ -210,6 +212,8 @@ class Repl:
             view.close(None)
             ui.error(exc.message())
             return None
+        finally:
+            self.pending = None
         view.close(result)
         if result.stats.dropped_turns:
             ui.warn(f"dropped the {result.stats.dropped_turns} oldest turn(s) to fit the "

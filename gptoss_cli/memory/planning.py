@@ -7,6 +7,7 @@ from pathlib import Path
 
 from converters.errors import BadInputError, ModelNotFound
 from gptoss_cli.memory.devices import Device, gpu_devices, parse_size, ram_device
+from gptoss_cli.memory.multi import MultiPlan, multi_rows, multi_title, plan_devices
 from gptoss_cli.memory.plan import (GiB, DoesNotFit, Plan, advice, flash_attn_used, plan_memory, plan_rows,
                                     plan_title)
 from gptoss_cli.memory.shapes import KNOWN_CONFIGS, ModelShape, shape_from_config, shape_from_config_file, shape_from_gguf
@@ -55,13 +56,15 @@ def probe(vram: str | None, ram: str | None) -> tuple[int, int, list[Device]]:
 
 
 def run_plan(model: str | None, ctx: int, vram: str | None, ram: str | None, flash_attn: str,
-             as_json: bool) -> None:
+             as_json: bool, rpc: str | None = None) -> None:
     """`gptoss plan`: print where everything goes; DoesNotFit when nothing does."""
     from gptoss_cli import ui
 
     if ctx < 1:
         raise BadInputError(str(ctx), "--ctx-size must be positive")
     shape, source = load_shape(model)
+    if rpc:
+        return _run_plan_rpc(shape, source, model, ctx, vram, ram, flash_attn, as_json, rpc)
     gpu_free, ram_free, devices = probe(vram, ram)
     plan = plan_memory(shape, ctx, gpu_free, ram_free, flash_attn=flash_attn_used(flash_attn))
     flags = f" --n-cpu-moe {plan.n_cpu_moe}" if plan.gpu and plan.n_cpu_moe else ""
@@ -79,14 +82,57 @@ def run_plan(model: str | None, ctx: int, vram: str | None, ram: str | None, fla
         raise DoesNotFit(shape.name, plan.reason, advice(plan, flash_attn_used(flash_attn)))
 
 
-def fit(model_path: Path, ctx: int, flash_attn: str = "auto") -> Plan:
+def fit(model_path: Path, ctx: int, flash_attn: str = "auto", workers: list | None = None):
     """`chat --fit`: plan from the GGUF and this machine's free memory; the table goes to stderr."""
     from gptoss_cli import ui
 
     shape = shape_from_gguf(model_path)
+    if workers:
+        plan = plan_devices(shape, ctx, worker_devices(workers) + _local_gpus(None), probe(None, None)[1],
+                            flash_attn=flash_attn_used(flash_attn))
+        ui.err_table(multi_title(plan), ["where", "what", "size"], multi_rows(plan), right=["size"])
+        if not plan.fits:
+            raise DoesNotFit(model_path, plan.reason, "Add a worker, or free memory on the one named")
+        return plan
     gpu_free, ram_free, _ = probe(None, None)
     plan = plan_memory(shape, ctx, gpu_free, ram_free, flash_attn=flash_attn_used(flash_attn))
     ui.err_table(plan_title(plan), ["where", "what", "size"], plan_rows(plan, shape), right=["size"])
     if not plan.fits:
         raise DoesNotFit(model_path, plan.reason, advice(plan, flash_attn_used(flash_attn)))
     return plan
+
+
+def worker_devices(workers: list) -> list[tuple[str, int]]:
+    """(name, free bytes) of each worker device, asked of the workers now."""
+    return [(f"{name} ({w.endpoint})", free) for w in workers for name, free, _ in w.memory()]
+
+
+def _local_gpus(vram: str | None) -> list[tuple[str, int]]:
+    if vram is not None:
+        return [("GPU (--vram)", parse_size(vram))] if parse_size(vram) else []
+    return [(f"{d.name} (local)", d.free) for d in gpu_devices() if d.source == "llama.cpp" and "RPC" not in d.name]
+
+
+def _run_plan_rpc(shape: ModelShape, source: str, model: str | None, ctx: int, vram: str | None,
+                  ram: str | None, flash_attn: str, as_json: bool, rpc: str) -> None:
+    """`gptoss plan --rpc`: ask each worker for its memory, split the layers as llama.cpp will."""
+    from gptoss_cli import ui
+    from gptoss_cli.rpc.client import connect
+
+    workers = connect(rpc)
+    devices = worker_devices(workers) + _local_gpus(vram)
+    ram_free = parse_size(ram) if ram is not None else ram_device().free
+    plan: MultiPlan = plan_devices(shape, ctx, devices, ram_free, flash_attn=flash_attn_used(flash_attn))
+    flags = f" --rpc {rpc}" + (f" --n-cpu-moe {plan.n_cpu_moe}" if plan.n_cpu_moe else "")
+    flags += f" --ctx-size {ctx}" + ("" if flash_attn == "auto" else f" --flash-attn {flash_attn}")
+    command = f"gptoss chat {model or ''}".rstrip() + flags
+    if as_json:
+        ui.print_json({**plan.to_json(), "source": source, "command": command if plan.fits else None})
+    else:
+        ui.info(f"shape: {source}; free: " + ", ".join(f"{n} {f / GiB:.1f} GiB" for n, f in devices)
+                + f", local RAM {ram_free / GiB:.1f} GiB")
+        ui.table(multi_title(plan), ["where", "what", "size"], multi_rows(plan), right=["size"])
+        if plan.fits:
+            ui.out.print(command, markup=False, highlight=False)
+    if not plan.fits:
+        raise DoesNotFit(shape.name, plan.reason, "Add a worker, or free memory on the device named")

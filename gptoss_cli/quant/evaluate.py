@@ -124,11 +124,18 @@ def _score_test(path: Path, ref_logits, tokens, chunks, targets, ctx, threads, n
 
 
 def run_eval(reference: str, tests: list[str], text_file: str, ctx: int, threads: int | None,
-             max_chunks: int | None, as_json: bool) -> dict:
-    """Resolve the GGUFs, read the text, evaluate with a progress bar, print a table or JSON."""
+             max_chunks: int | None, as_json: bool, rpc: str | None = None) -> dict:
+    """Resolve the GGUFs, read the text, evaluate with a progress bar, print a table or JSON.
+
+    With rpc, the workers are registered with llama.cpp before any load: its default device choice then
+    spreads every model's layers over them."""
     ref = paths.resolve_gguf(reference)
     test_paths = [paths.resolve_gguf(t) for t in tests]
     text = paths.read_text_arg(text_file, "text file")
+    if rpc:
+        from gptoss_cli.rpc.client import connect
+
+        connect(rpc)
     with ui.count_progress("evaluating") as advance:
         report = evaluate(ref, test_paths, text, ctx, threads, max_chunks, progress=advance)
     if as_json:

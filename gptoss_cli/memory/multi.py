@@ -1,0 +1,142 @@
+"""Plans over several devices (`--rpc` workers, local GPUs): llama.cpp's layer split and each device's share.
+
+llama.cpp (llama-model.cpp, load_tensors) spreads the offloaded layers over its devices in proportion to
+their free memory: with split points at the cumulative free-memory fractions, layer il goes to the first
+device whose split point exceeds il / (n_layers + 1); the output layer counts as layer n_layers. The token
+embeddings stay on the CPU. `--n-cpu-moe N` keeps the experts of layers 0..N-1 in local RAM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from gptoss_cli.memory.plan import GiB, MARGIN, _layers, _pad, compute_buffer_bytes, swa_cells
+from gptoss_cli.memory.shapes import ModelShape
+
+
+@dataclass
+class Share:
+    """One device's part of a plan."""
+
+    name: str
+    free: int
+    layers: list[int] = field(default_factory=list)
+    output: bool = False
+    bytes: dict[str, int] = field(default_factory=dict)   # weights, experts, kv_cache, compute
+    needed: int = 0                                        # with margin and compute buffer
+
+    @property
+    def fits(self) -> bool:
+        """Whether the share fits the device's free memory."""
+        return self.needed <= self.free
+
+
+@dataclass
+class MultiPlan:
+    """A placement over several devices and local RAM."""
+
+    model: str
+    ctx: int
+    fits: bool
+    n_cpu_moe: int
+    devices: list[Share]
+    ram: dict[str, int]
+    ram_needed: int
+    ram_free: int
+    reason: str = ""
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+def layer_devices(n_layers: int, frees: list[int]) -> list[int]:
+    """Device index of each layer 0..n_layers (the last is the output layer), as llama.cpp splits them."""
+    splits = np.cumsum(np.asarray([max(f, 0) for f in frees], dtype=np.float32), dtype=np.float32)
+    if not len(splits) or splits[-1] <= 0:
+        return [0] * (n_layers + 1)
+    splits = splits / splits[-1]
+    act = np.float32(n_layers + 1)
+    last = len(frees) - 1
+    return [min(int(np.searchsorted(splits, np.float32(il) / act, side="right")), last)
+            for il in range(n_layers + 1)]
+
+
+def layer_kv_bytes(shape: ModelShape, ctx: int, layer: int) -> int:
+    """K+V bytes (f16) of one layer's cache: the whole context, or the sliding window."""
+    per_token = 2 * shape.n_kv_heads * shape.head_dim * 2
+    cells = swa_cells(shape, ctx) if shape.swa_layers[layer] else _pad(ctx)
+    return cells * per_token
+
+
+def shares_for(shape: ModelShape, ctx: int, devices: list[tuple[str, int]], n_cpu_moe: int,
+               flash_attn: bool, margin: float = MARGIN) -> list[Share]:
+    """Each device's layers and bytes when n_cpu_moe layers keep their experts in local RAM."""
+    where = layer_devices(shape.n_layers, [free for _, free in devices])
+    shares = [Share(name, free) for name, free in devices]
+    for il, d in enumerate(where[:-1]):
+        shares[d].layers.append(il)
+    shares[where[-1]].output = True
+    compute = compute_buffer_bytes(shape, ctx, flash_attn)
+    for s in shares:
+        weights = sum(shape.layer_bytes[il] for il in s.layers) + (shape.output_bytes if s.output else 0)
+        experts = sum(shape.expert_bytes[il] for il in s.layers if il >= n_cpu_moe)
+        kv = sum(layer_kv_bytes(shape, ctx, il) for il in s.layers)
+        s.bytes = {"weights": weights, "experts": experts, "kv_cache": kv, "compute": compute}
+        s.needed = int((weights + experts + kv) * (1 + margin)) + compute
+    return shares
+
+
+def plan_devices(shape: ModelShape, ctx: int, devices: list[tuple[str, int]], ram_free: int, *,
+                 flash_attn: bool = True, margin: float = MARGIN) -> MultiPlan:
+    """The smallest --n-cpu-moe for which every device's share fits its free memory, and the RAM it needs."""
+    L = shape.n_layers
+    for n in range(L + 1):
+        shares = shares_for(shape, ctx, devices, n, flash_attn, margin)
+        if all(s.fits for s in shares):
+            break
+    ram = {"token_embd": shape.input_bytes, "experts": sum(shape.expert_bytes[:n])}
+    ram_needed = sum(ram.values())
+    reason = ""
+    short = [s for s in shares if not s.fits]
+    if short:
+        s = short[0]
+        reason = (f"even with every expert in local RAM, {s.name} needs {s.needed / GiB:.1f} GiB, "
+                  f"{s.free / GiB:.1f} GiB free")
+    elif ram_needed > ram_free:
+        reason = (f"the weights kept in local RAM need {ram_needed / GiB:.1f} GiB, {ram_free / GiB:.1f} GiB "
+                  "available")
+    return MultiPlan(shape.name, ctx, not reason, n, shares, ram, ram_needed, ram_free, reason)
+
+
+def multi_rows(plan: MultiPlan) -> list[tuple[str, str, str]]:
+    """(where, what, size) rows of a multi-device plan."""
+    gib = lambda n: f"{n / GiB:.2f} GiB"  # noqa: E731
+    rows = []
+    for s in plan.devices:
+        if not s.layers and not s.output:
+            rows.append((s.name, "nothing (too little free memory for a layer)", gib(0)))
+            continue
+        span = _layers(s.layers[0], s.layers[-1] + 1) if s.layers else "no layer"
+        rows.append((s.name, f"{span}: attention, norms, router" + (", output" if s.output else ""),
+                     gib(s.bytes["weights"])))
+        with_experts = [il for il in s.layers if il >= plan.n_cpu_moe]
+        if with_experts:
+            rows.append((s.name, f"experts of {_layers(with_experts[0], with_experts[-1] + 1)}",
+                         gib(s.bytes["experts"])))
+        rows.append((s.name, f"KV cache of {len(s.layers)} layers", gib(s.bytes["kv_cache"])))
+        rows.append((s.name, f"needed with {MARGIN:.0%} margin and compute buffer / free",
+                     f"{gib(s.needed)} / {gib(s.free)}"))
+    rows.append(("RAM", "token embeddings", gib(plan.ram["token_embd"])))
+    if plan.n_cpu_moe:
+        rows.append(("RAM", f"experts of {_layers(0, plan.n_cpu_moe)}", gib(plan.ram["experts"])))
+    rows.append(("RAM", "needed / available", f"{gib(plan.ram_needed)} / {gib(plan.ram_free)}"))
+    return rows
+
+
+def multi_title(plan: MultiPlan) -> str:
+    """The table title."""
+    state = "does not fit" if not plan.fits else f"--n-cpu-moe {plan.n_cpu_moe}"
+    return f"{plan.model}, context {plan.ctx}, {len(plan.devices)} devices: {state}"

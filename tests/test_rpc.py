@@ -1,0 +1,200 @@
+"""`gptoss worker` and `--rpc` end to end: real workers (llama.cpp's RPC server) as separate processes on
+127.0.0.1, the tiny random-weight GGUF, and the CLI as a user runs it. Only loopback addresses are used.
+
+These tests need a llama.cpp built with its RPC backend (`make install` does it); on an older build they
+skip, saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+from check_llama_build import missing_backends  # noqa: E402
+
+pytestmark = pytest.mark.slow
+needs_rpc = pytest.mark.skipif(bool(missing_backends(["RPC"])),
+                               reason="llama-cpp-python was built without ggml's RPC backend (run `make install`)")
+PROMPT = "Name three colours."
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class WorkerProc:
+    """A `gptoss worker` subprocess on 127.0.0.1."""
+
+    def __init__(self, tmp: Path, cache: bool = True) -> None:
+        self.port = free_port()
+        self.endpoint = f"127.0.0.1:{self.port}"
+        self.cache = tmp / f"cache-{self.port}"
+        self.log = tmp / f"worker-{self.port}.log"
+        args = [sys.executable, "-m", "gptoss_cli", "worker", "--port", str(self.port), "--threads", "1"]
+        if cache:
+            args += ["--cache", str(self.cache)]
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log.open("w"), text=True)
+        self.banner = self.proc.stdout.readline()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"worker on {self.endpoint} never listened: {self.log.read_text()}")
+
+    def stop(self) -> int:
+        """Ctrl-C, as a user stops it; the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout=10)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("rpc")
+    pair = [WorkerProc(tmp), WorkerProc(tmp)]
+    yield pair
+    codes = [w.stop() for w in pair]
+    assert codes == [130, 130], "Ctrl-C stops a worker with the interrupted code"
+
+
+def _chat(cli, gguf, *args):
+    return cli("chat", str(gguf), "-p", PROMPT, "--json", "--temperature", "0", "--max-tokens", "40",
+               "--ctx-size", "512", "--threads", "1", *args)
+
+
+def test_non_loopback_host_needs_allow_remote(cli):
+    r = cli("worker", "--host", "0.0.0.0", "--port", str(free_port()))
+    assert r.returncode == 2
+    assert "--allow-remote" in r.stderr and "authentication" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and r.stdout == ""
+
+
+@pytest.mark.parametrize("spec", ["127.0.0.1", "127.0.0.1:notaport", "127.0.0.1:1,127.0.0.1:1", ","])
+def test_bad_rpc_address_is_bad_input(cli, tiny_gguf, spec):
+    r = _chat(cli, tiny_gguf, "--rpc", spec)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("error: ") and r.stdout == ""
+
+
+@needs_rpc
+def test_unreachable_worker_is_named(cli, tiny_gguf):
+    closed = f"127.0.0.1:{free_port()}"
+    t0 = time.monotonic()
+    r = _chat(cli, tiny_gguf, "--rpc", closed)
+    assert r.returncode == 1
+    assert f"cannot reach worker ({closed})" in r.stderr and "gptoss worker" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and r.stdout == ""
+    assert time.monotonic() - t0 < 60
+
+
+@needs_rpc
+def test_worker_banner_names_endpoint_and_memory(workers):
+    for w in workers:
+        assert w.banner.startswith(f"gptoss worker on {w.endpoint}: CPU")
+        assert "GiB free" in w.banner
+
+
+@needs_rpc
+def test_greedy_answer_over_two_workers_equals_local(cli, tiny_gguf, workers):
+    local = _chat(cli, tiny_gguf)
+    remote = _chat(cli, tiny_gguf, "--rpc", ",".join(w.endpoint for w in workers))
+    assert local.returncode == 0, local.stderr
+    assert remote.returncode == 0, remote.stderr
+    a, b = json.loads(local.stdout), json.loads(remote.stdout)
+    assert (b["analysis"], b["final"]) == (a["analysis"], a["final"])
+    assert b["tokens"] == a["tokens"]
+    assert "workers: " + workers[0].endpoint in remote.stderr
+
+
+@needs_rpc
+def test_worker_holds_the_weights_it_was_sent(cli, tiny_gguf, workers):
+    """The last worker takes the output layer; with --cache it keeps output.weight (over ggml-rpc's 10 MiB
+    hashing threshold) as a file: byte for byte the tensor of the GGUF."""
+    import gguf
+
+    r = _chat(cli, tiny_gguf, "--rpc", ",".join(w.endpoint for w in workers))
+    assert r.returncode == 0, r.stderr
+    tensor = next(t for t in gguf.GGUFReader(tiny_gguf).tensors if t.name == "output.weight")
+    data = tensor.data.tobytes()
+    assert len(data) > 10 << 20
+    cached = [p.read_bytes() for p in workers[-1].cache.iterdir()]
+    assert data in cached
+    assert not any(p.stat().st_size == len(data) for p in workers[0].cache.iterdir())
+
+
+@needs_rpc
+def test_plan_shows_each_workers_memory(cli, tiny_gguf, workers):
+    spec = ",".join(w.endpoint for w in workers)
+    r = cli("plan", str(tiny_gguf), "--rpc", spec, "--ctx-size", "512", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    names = [d["name"] for d in doc["devices"]]
+    assert [n.split(" (")[1].rstrip(")") for n in names[:2]] == [w.endpoint for w in workers]
+    # CPU workers report this machine's RAM as ggml's CPU device sees it
+    import llama_cpp  # noqa: F401
+
+    from gptoss_cli.engine import ggml
+
+    cpu_free = ggml.device_memory(ggml.cpu_device())[0]
+    assert all(abs(d["free"] - cpu_free) < (1 << 30) for d in doc["devices"][:2])
+    layers = sorted(il for d in doc["devices"] for il in d["layers"])
+    assert layers == list(range(4)) and sum(d["output"] for d in doc["devices"]) == 1
+    assert doc["fits"] and doc["command"].endswith(f"--rpc {spec} --ctx-size 512")
+    table = cli("plan", str(tiny_gguf), "--rpc", spec, "--ctx-size", "512")
+    assert table.returncode == 0 and workers[0].endpoint in table.stdout and "KV cache" in table.stdout
+
+
+@needs_rpc
+def test_worker_killed_mid_reply(tiny_gguf, tmp_path):
+    """The REPL over two workers; the second dies while a reply streams: exit 1 within seconds, one line
+    naming it, and the conversation (the unanswered message included) saved first."""
+    pexpect = pytest.importorskip("pexpect")
+    pair = [WorkerProc(tmp_path, cache=False), WorkerProc(tmp_path, cache=False)]
+    try:
+        child = pexpect.spawn(sys.executable, ["-m", "gptoss_cli", "chat", str(tiny_gguf), "--ctx-size", "8192",
+                                               "--temperature", "0", "--show-thinking", "--threads", "1",
+                                               "--rpc", ",".join(w.endpoint for w in pair)],
+                              cwd=str(ROOT), env=os.environ.copy(), encoding="utf-8", timeout=120,
+                              dimensions=(30, 100))
+        child.expect_exact(">>> ")
+        child.sendline("Tell me a very long story.")
+        child.expect(r"\S", timeout=60)          # the reply is streaming
+        pair[1].proc.kill()
+        t0 = time.monotonic()
+        child.expect(pexpect.EOF, timeout=30)
+        elapsed = time.monotonic() - t0
+        child.close()
+        out = child.before or ""
+    finally:
+        for w in pair:
+            w.stop()
+    assert child.exitstatus == 1, out
+    assert elapsed < 15
+    errors = [line for line in out.splitlines() if "error:" in line]
+    assert len(errors) == 1 and f"worker lost ({pair[1].endpoint})" in errors[0], out
+    saved = list((Path(os.environ["XDG_STATE_HOME"]) / "gptoss" / "conversations").glob("worker-lost-*.json"))
+    assert len(saved) == 1 and str(saved[0]) in errors[0].replace("\r", "")
+    doc = json.loads(saved[0].read_text())
+    assert doc["turns"][-1]["user"] == "Tell me a very long story."
