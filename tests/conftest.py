@@ -28,7 +28,10 @@ def isolated_home(tmp_path_factory, monkeypatch) -> Path:
     monkeypatch.setenv("GPTOSS_HOME", str(home / "gptoss"))
     monkeypatch.setenv("XDG_STATE_HOME", str(home / "state"))
     monkeypatch.setenv("HF_HOME", str(home / "hf"))
-    monkeypatch.setenv("NO_COLOR", "1")
+    # Colour is left to the CLI's own detection (none when piped, as every subprocess here is); tests that
+    # want a terminal use a pty, and tests of NO_COLOR set it themselves.
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
     monkeypatch.delenv("GPTOSS_DEBUG", raising=False)
     return home
 
