@@ -1,6 +1,6 @@
 """`make bench`: every benchmark in one run, printed as tables and written as JSON.
 
-    python -m tests.bench.run --out bench-out [--only convert,chat,offload,pull,recipes]
+    python -m tests.bench.run --out bench-out [--only convert,chat,offload,pull,recipes,rpc]
 """
 
 from __future__ import annotations
@@ -88,8 +88,22 @@ def bench_recipes(out: Path) -> dict:
     return _optional("recipes_bench", lambda m: m.run(_slice(out), out / "recipes"))
 
 
+def bench_rpc(out: Path) -> dict:
+    gguf = _slice_gguf(out)
+    console.print("[bold]rpc: chat on this machine vs over two loopback `gptoss worker`s (slice GGUF)")
+    result = _optional("rpc_bench", lambda m: m.run(gguf, out=out))
+    t = Table(title=f"rpc: {result.get('tokens')} tokens, greedy; {result.get('cpu')}, "
+                    f"load average {result.get('loadavg_before')}")
+    for col in ("run", "load s", "prompt tok/s", "decode tok/s"):
+        t.add_column(col, justify="right")
+    for r in result.get("rows", []):
+        t.add_row(r["run"], str(r["load_s"]), str(r["prompt_tps"]), str(r["decode_tps"]))
+    console.print(t)
+    return result
+
+
 BENCHES = {"convert": bench_convert, "chat": bench_chat, "offload": bench_offload, "pull": bench_pull,
-           "recipes": bench_recipes}
+           "recipes": bench_recipes, "rpc": bench_rpc}
 
 
 def main(argv: list[str] | None = None) -> int:
