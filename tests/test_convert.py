@@ -12,7 +12,6 @@ from gguf.quants import dequantize
 
 from converters import data_writer
 from converters.convert import convert_checkpoint
-from converters.mxfp4 import dequantize_hf
 from converters.snapshot import Snapshot
 
 
@@ -25,20 +24,32 @@ def _tensor(reader: GGUFReader, name: str):
     return next(t for t in reader.tensors if t.name == name)
 
 
+def _reference_dequantize(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """transformers' own MXFP4 dequantizer (what GptOssForCausalLM loads the release with), float32, [E, rows, cols]."""
+    torch = pytest.importorskip("torch")
+    from transformers.integrations.mxfp4 import convert_moe_packed_tensors
+
+    out = convert_moe_packed_tensors(torch.from_numpy(blocks.copy()), torch.from_numpy(scales.copy()),
+                                     dtype=torch.float32)
+    return out.transpose(1, 2).numpy()  # transformers keeps [E, in, out]; the checkpoint rows are [E, out, in]
+
+
 def test_every_expert_tensor_is_bit_exact_mxfp4(tiny_checkpoint, reader):
+    """Source values from transformers' dequantizer, written values from gguf-py's: neither is our code."""
     snap = Snapshot(tiny_checkpoint)
     hp = snap.hparams
     checked = 0
     for n in range(hp.layers):
         src = f"model.layers.{n}.mlp.experts."
-        gu = dequantize_hf(snap.array(src + "gate_up_proj_blocks"), snap.array(src + "gate_up_proj_scales"))
-        down = dequantize_hf(snap.array(src + "down_proj_blocks"), snap.array(src + "down_proj_scales"))
+        gu = _reference_dequantize(snap.array(src + "gate_up_proj_blocks"), snap.array(src + "gate_up_proj_scales"))
+        down = _reference_dequantize(snap.array(src + "down_proj_blocks"), snap.array(src + "down_proj_scales"))
         expected = {"ffn_gate_exps": gu[:, 0::2], "ffn_up_exps": gu[:, 1::2], "ffn_down_exps": down}
         for short, want in expected.items():
             t = _tensor(reader, f"blk.{n}.{short}.weight")
             assert t.tensor_type == T.MXFP4
             got = dequantize(np.asarray(t.data), T.MXFP4).reshape(want.shape)
             np.testing.assert_array_equal(got, want)
+            assert np.count_nonzero(want) > want.size // 2  # real values, not an all-zero match
             checked += 1
     snap.close()
     assert checked == 3 * hp.layers

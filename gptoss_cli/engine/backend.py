@@ -38,6 +38,7 @@ class BackendOptions:
     seed: int = -1
     verbose: bool = False
     devices: tuple[int, ...] | None = None   # where layers go (RPC workers, GPUs); None: llama.cpp's choice
+    tensor_split: tuple[float, ...] | None = None   # layers per device of `devices` (--fit over workers)
     parallel: int = 1   # sequences in the context (serve's slots), each with ctx_size tokens of its own
 
 
@@ -54,7 +55,8 @@ class Backend:
         self._ctx = None
         self.load_log: list[str] = []
         load = LoadOptions(gpu_layers=opts.gpu_layers, cpu_moe=opts.cpu_moe, n_cpu_moe=opts.n_cpu_moe,
-                           verbose=opts.verbose, devices=opts.devices)
+                           verbose=opts.verbose, devices=opts.devices,
+                           tensor_split=opts.tensor_split)
         log = llama_log()
         try:
             self._model = load_model(self.model_path, load, self.load_log)

@@ -49,6 +49,8 @@ class LoadOptions:
     # Device handles llama.cpp spreads the offloaded layers over, in order (RPC workers first, as llama.cpp
     # orders them, then local GPUs); None: llama.cpp's own choice, every GPU it has registered.
     devices: tuple[int, ...] | None = None
+    # Share of the offloaded layers per device of `devices` (llama.cpp's tensor_split); None: by free memory.
+    tensor_split: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -165,6 +167,12 @@ def model_params(path: Path, tensors: list[TensorInfo], n_layers: int, opts: Loa
         devs = (ctypes.c_void_p * (len(opts.devices) + 1))(*opts.devices)   # NULL-terminated
         mparams.devices = ctypes.addressof(devs)
         keep = (keep, devs)
+    if opts.tensor_split:
+        import llama_cpp as lc
+
+        split = (ctypes.c_float * lc.llama_max_devices())(*opts.tensor_split)
+        mparams.tensor_split = split
+        keep = (keep, split)
     return mparams, keep
 
 
