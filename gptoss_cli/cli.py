@@ -262,6 +262,59 @@ def chat(
     run_guarded(lambda: run_chat(opts))
 
 
+SERVE_EXIT_CODES = """Exit codes: 0 stopped by SIGTERM; 1 the model failed to load or the port is taken; 2 bad input
+(no such model, bad option, a non-loopback --host without a key or --no-auth, unreadable key file); 130 Ctrl-C."""
+
+
+@app.command(epilog=SERVE_EXIT_CODES)
+def serve(
+    model: Optional[str] = typer.Argument(None, help="A .gguf path or 20b/120b (default: the last GGUF written)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; beyond loopback needs a key or --no-auth."),
+    port: int = typer.Option(8080, "--port", min=0, max=65535, help="Port (0: any free port; the URL is printed)."),
+    parallel: int = typer.Option(4, "--parallel", "-np", min=1, max=64, help="Requests decoded together (slots)."),
+    queue: int = typer.Option(16, "--queue", min=0, help="Requests that may wait for a slot; beyond: HTTP 429."),
+    api_key_file: Optional[Path] = typer.Option(None, "--api-key-file", help="File holding the API key every /v1 "
+                                                "request must send (also: $GPTOSS_API_KEY; never on the command line)."),
+    no_auth: bool = typer.Option(False, "--no-auth", help="Serve a non-loopback --host without a key."),
+    log_requests: bool = typer.Option(False, "--log-requests", help="Log request bodies to stderr."),
+    effort: str = typer.Option("medium", "--effort", "-e", help="Default reasoning effort: low, medium or high."),
+    thinking_budget: Optional[int] = typer.Option(None, "--thinking-budget", min=0,
+                                                  help="Default most thinking tokens per reply (request field "
+                                                       "thinking_budget overrides)."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1,
+                                             help="Default most tokens per reply (default: the slot's context)."),
+    ctx_size: int = typer.Option(8192, "--ctx-size", "-c", min=64, help="Context size of each slot, in tokens."),
+    threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="CPU threads (default: auto)."),
+    gpu_layers: int = typer.Option(-1, "--gpu-layers", "-ngl", help="Layers on the GPU (-1: all, when there is one)."),
+    flash_attn: FlashAttn = typer.Option("auto", "--flash-attn", "-fa", help="Flash attention: auto, on or off."),
+    cpu_moe: bool = typer.Option(False, "--cpu-moe", help="Keep all expert weights in system RAM."),
+    n_cpu_moe: int = typer.Option(0, "--n-cpu-moe", min=0, help="Keep the experts of the first N layers in RAM."),
+    fit: bool = typer.Option(False, "--fit", help="Choose --n-cpu-moe from free memory for all slots' context."),
+    seed: int = typer.Option(-1, "--seed", help="Default sampling seed (-1: random; request field seed overrides)."),
+) -> None:
+    """Serve a gpt-oss GGUF over an OpenAI-compatible API (chat completions, Responses), requests in parallel.
+
+    Examples:
+
+        gptoss serve 20b                      # prints http://127.0.0.1:8080/v1 when ready
+
+        gptoss serve 120b --fit --parallel 4 --api-key-file ~/.config/gptoss/key
+
+        curl -s 127.0.0.1:8080/v1/chat/completions -d '{"messages":[{"role":"user","content":"hi"}]}'
+    """
+    from gptoss_cli.engine.backend import BackendOptions
+    from gptoss_cli.serve.plan import Defaults
+    from gptoss_cli.serve.server import ServeOptions, run_serve
+
+    opts = ServeOptions(
+        model=model, host=host, port=port, parallel=parallel, queue=queue, api_key_file=api_key_file,
+        no_auth=no_auth, log_requests=log_requests, fit=fit,
+        defaults=Defaults(effort=effort.lower(), thinking_budget=thinking_budget, max_tokens=max_tokens),
+        backend=BackendOptions(ctx_size=ctx_size, threads=threads, gpu_layers=gpu_layers,
+                               flash_attn=flash_attn.value, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe, seed=seed))
+    run_guarded(lambda: run_serve(opts))
+
+
 PLAN_EXIT_CODES = """Exit codes: 0 it fits (the plan and a `gptoss chat` command are printed); 1 it does not fit;
 2 bad input (no such model, bad size)."""
 

@@ -1,0 +1,172 @@
+"""The FastAPI app: routes, API key, body limit, OpenAI-shaped errors, SSE, cancellation on disconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hmac
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from converters.errors import BadInputError
+from gptoss_cli.engine.backend import ContextFull
+from gptoss_cli.engine.batch import BatchEngine, QueueFull
+from gptoss_cli.engine.constrain import Controller
+from gptoss_cli.serve import chat, responses
+from gptoss_cli.serve.api_error import APIError
+from gptoss_cli.serve.generation import Generation, now
+from gptoss_cli.serve.plan import Defaults, Plan
+
+DISCONNECT_POLL_S = 0.05
+
+
+@dataclass
+class ServeConfig:
+    """What the app needs besides the engine."""
+
+    defaults: Defaults
+    api_key: str | None = None
+    max_body_bytes: int = 8 * 1024 * 1024
+    log_requests: bool = False
+
+
+def create_app(engine: BatchEngine, config: ServeConfig) -> FastAPI:
+    """The ASGI app serving one loaded model."""
+    app = FastAPI(title="gptoss", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.engine, app.state.config = engine, config
+
+    @app.exception_handler(APIError)
+    async def _api_error(_request: Request, exc: APIError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(APIError(500, f"internal error: {type(exc).__name__}: {exc}").body(), status_code=500)
+
+    @app.middleware("http")
+    async def _auth(request: Request, call_next):
+        if config.api_key and request.url.path.startswith("/v1"):
+            given = request.headers.get("authorization", "")
+            token = given[7:] if given[:7].lower() == "bearer " else ""
+            if not hmac.compare_digest(token.encode(), config.api_key.encode()):
+                msg = "Incorrect API key provided" if token else "Missing API key: send Authorization: Bearer KEY"
+                return JSONResponse(APIError(401, msg, code="invalid_api_key").body(), status_code=401)
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", **engine.health()}
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [{"id": config.defaults.model, "object": "model", "created": now(),
+                                            "owned_by": "gptoss"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        plan = chat.parse(await _json_body(request, config), config.defaults)
+        gen = _start(engine, plan, config)
+        if plan.stream:
+            return _sse(request, gen, chat.chunks(plan, gen), done_marker=True)
+        return JSONResponse(chat.completion(plan, await _finish(request, gen)))
+
+    @app.post("/v1/responses")
+    async def create_response(request: Request) -> Response:
+        plan = responses.parse(await _json_body(request, config), config.defaults)
+        gen = _start(engine, plan, config)
+        if plan.stream:
+            return _sse(request, gen, responses.events(plan, gen), done_marker=False)
+        return JSONResponse(responses.response(plan, await _finish(request, gen)))
+
+    return app
+
+
+async def _json_body(request: Request, config: ServeConfig) -> dict:
+    size = request.headers.get("content-length")
+    if size and size.isdigit() and int(size) > config.max_body_bytes:
+        raise APIError(413, f"request body over {config.max_body_bytes} bytes", code="request_too_large")
+    raw = await request.body()
+    if len(raw) > config.max_body_bytes:
+        raise APIError(413, f"request body over {config.max_body_bytes} bytes", code="request_too_large")
+    if config.log_requests:
+        print(f"request {request.url.path}: {raw.decode('utf-8', 'replace')}", file=sys.stderr, flush=True)
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise APIError(400, "the body must be a JSON object", code="invalid_json")
+    return body
+
+
+def _start(engine: BatchEngine, plan: Plan, config: ServeConfig) -> Generation:
+    prompt = engine.tokenize(plan.prompt(config.defaults.date or datetime.date.today().isoformat()))
+    control = None
+    if plan.constraint.active:
+        control = Controller(plan.constraint, engine.tokenize, engine.backend.token_bytes)
+    gen = Generation(engine, prompt, max_tokens=plan.max_tokens or engine.n_ctx_seq, temperature=plan.temperature,
+                     top_p=plan.top_p, seed=plan.seed if plan.seed is not None else engine.backend.opts.seed,
+                     control=control, stop=plan.stop)
+    try:
+        gen.start()
+    except ContextFull as exc:
+        raise APIError(400, exc.message(), param="messages", code="context_length_exceeded") from None
+    except QueueFull as exc:
+        raise APIError(429, exc.message(), code="server_busy") from None
+    except BadInputError as exc:
+        raise APIError(400, exc.message()) from None
+    return gen
+
+
+async def _finish(request: Request, gen: Generation):
+    """Wait for the end; a client that goes away cancels the job."""
+    async def drain() -> None:
+        async for _ in gen.events():
+            pass
+
+    task = asyncio.ensure_future(drain())
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if not task.done() and await request.is_disconnected():
+                gen.cancel()
+    finally:
+        if not task.done():
+            gen.cancel()
+            task.cancel()
+    out = gen.out
+    if out.finish_reason == "error":
+        raise APIError(500, f"generation failed: {out.error}")
+    if out.finish_reason in ("shutdown", "cancelled"):
+        raise APIError(503, "the server is shutting down", code="server_shutdown")
+    return out
+
+
+def _sse(request: Request, gen: Generation, items: AsyncIterator[dict[str, Any]], *, done_marker: bool) -> Response:
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for item in items:
+                name = item.get("type") if not done_marker else None
+                head = f"event: {name}\n" if name else ""
+                yield f"{head}data: {json.dumps(item, ensure_ascii=False)}\n\n".encode()
+            if done_marker:
+                yield b"data: [DONE]\n\n"
+        except (chat.StreamEnded, responses.StreamEnded) as exc:
+            err = APIError(503 if exc.reason != "error" else 500,
+                           "the server is shutting down" if exc.reason != "error" else f"generation failed: {exc}")
+            yield f"event: error\ndata: {json.dumps(err.body())}\n\n".encode()
+        finally:
+            gen.cancel()   # no-op once finished; frees the slot when the client went away
+
+    return StreamingResponse(body(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def stop_callable(engine: BatchEngine) -> Callable[[], None]:
+    """What a shutdown signal calls: end every job now (open streams get an error event)."""
+    return engine.stop

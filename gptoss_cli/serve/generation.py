@@ -1,0 +1,154 @@
+"""One request's generation as asyncio sees it: typed events from the engine thread, in order.
+
+The harmony parser runs on the engine thread (one per request); what reaches the event loop is already
+split into reasoning text, answer text and the tool call, so no channel token can leak into content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from gptoss_cli.engine.batch import BatchEngine, Job
+from gptoss_cli.engine.constrain import Controller
+from gptoss_cli.engine.harmony import ParsedMessage, StreamParser, is_call
+from gptoss_cli.engine.harmony_tools import ToolCall, find_call
+
+
+@dataclass
+class Event:
+    """kind: "reasoning" | "content" | "end"; text for the first two, reason for "end"."""
+
+    kind: str
+    text: str = ""
+    reason: str = ""
+
+
+@dataclass
+class Outcome:
+    """Everything a finished generation produced."""
+
+    reasoning: str = ""
+    content: str = ""
+    call: ToolCall | None = None
+    finish_reason: str = "stop"          # stop | length | tool_calls | cancelled | shutdown | error
+    error: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    reused_tokens: int = 0
+    ttft_s: float = 0.0
+    messages: list[ParsedMessage] = field(default_factory=list)
+
+
+class StopText:
+    """Cuts the answer at the first stop string; holds back text that may begin one."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self._held = ""
+        self.hit = False
+
+    def feed(self, text: str) -> str:
+        """Text safe to emit now."""
+        if not self.stops or self.hit:
+            return "" if self.hit else text
+        buf = self._held + text
+        cut = min((i for i in (buf.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.hit, self._held = True, ""
+            return buf[:cut]
+        keep = max((k for s in self.stops for k in range(1, len(s)) if buf.endswith(s[:k])), default=0)
+        self._held = buf[len(buf) - keep:] if keep else ""
+        return buf[:len(buf) - keep]
+
+    def flush(self) -> str:
+        """What was held back, once generation ended without a stop string."""
+        held, self._held = self._held, ""
+        return "" if self.hit else held
+
+
+class Generation:
+    """Submits one job to the engine and hands its events to the event loop."""
+
+    def __init__(self, engine: BatchEngine, prompt: list[int], *, max_tokens: int, temperature: float,
+                 top_p: float, seed: int | None, control: Controller | None, stop: list[str]) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.engine = engine
+        self.parser = StreamParser(engine.backend.token_bytes)
+        self.stop = StopText(stop)
+        self.out = Outcome(prompt_tokens=len(prompt))
+        self._in_analysis = False
+        self.job = Job(prompt, max_tokens, self._on_token, self._on_end, temperature=temperature, top_p=top_p,
+                       seed=seed, control=control)
+
+    def start(self) -> None:
+        """Queue the job (ContextFull / QueueFull propagate)."""
+        self.engine.submit(self.job)
+
+    def cancel(self) -> None:
+        """Stop it at the next step; the slot is freed."""
+        self.engine.cancel(self.job)
+
+    async def events(self):
+        """Reasoning and content events, then one "end" event."""
+        while True:
+            event = await self.queue.get()
+            yield event
+            if event.kind == "end":
+                return
+
+    # --- engine thread ----------------------------------------------------------------------------
+
+    def _emit(self, kind: str, text: str = "", reason: str = "") -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, Event(kind, text, reason))
+
+    def _on_token(self, token: int) -> bool:
+        self.out.completion_tokens += 1
+        if self.parser.channel == "analysis" and not is_call(self.parser.current):
+            self.out.reasoning_tokens += 1
+        delta = self.parser.feed(token)
+        if delta:
+            self._route(delta[0], delta[1])
+        return not self.parser.done and not self.stop.hit
+
+    def _route(self, channel: str, text: str) -> None:
+        msg = self.parser.current or (self.parser.messages[-1] if self.parser.messages else None)
+        if msg is not None and is_call(msg):
+            return   # a call's arguments come out whole at the end
+        if channel == "analysis":
+            self.out.reasoning += text
+            self._emit("reasoning", text)
+        elif channel == "final":
+            text = self.stop.feed(text)
+            if text:
+                self.out.content += text
+                self._emit("content", text)
+
+    def _on_end(self, reason: str) -> None:
+        tail = self.parser.finish()
+        if tail and reason not in ("cancelled", "shutdown"):
+            self._route(*tail)
+        held = self.stop.flush()
+        if held:
+            self.out.content += held
+            self._emit("content", held)
+        out, job = self.out, self.job
+        out.messages = list(self.parser.messages)
+        out.call = find_call(out.messages)
+        out.reused_tokens = job.reused_tokens
+        out.ttft_s = (job.t_first - job.t_submit) if job.t_first else 0.0
+        if reason.startswith("error"):
+            out.finish_reason, out.error = "error", reason.split(":", 1)[-1].strip()
+        elif reason in ("cancelled", "shutdown", "length"):
+            out.finish_reason = reason
+        else:
+            out.finish_reason = "tool_calls" if out.call is not None else "stop"
+        self._emit("end", reason=out.finish_reason)
+
+
+def now() -> int:
+    """Unix time in seconds (the `created` field)."""
+    return int(time.time())

@@ -1,0 +1,203 @@
+"""What both APIs ask for, checked field by field: sampling, tools, tool_choice, JSON output, effort.
+
+A request becomes a `Plan`: harmony messages, developer instructions, tool specs and a Constraint.
+Every bad field is a 400 naming it (`param`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from converters.errors import BadInputError
+from gptoss_cli.engine import harmony
+from gptoss_cli.engine.constrain import Constraint, grammar_for
+from gptoss_cli.engine.harmony import Message
+from gptoss_cli.engine.harmony_tools import ToolSpec
+from gptoss_cli.serve.api_error import bad
+
+EFFORT_ALIASES = {"minimal": "low", "none": "low"}
+
+
+@dataclass
+class Defaults:
+    """Server-wide defaults from the command line."""
+
+    model: str = "gpt-oss"
+    effort: str = "medium"
+    thinking_budget: int | None = None
+    max_tokens: int | None = None
+    date: str | None = None
+
+
+@dataclass
+class Plan:
+    """One request, ready to render and generate."""
+
+    messages: list[Message] = field(default_factory=list)
+    instructions: list[str] = field(default_factory=list)
+    tools: list[ToolSpec] = field(default_factory=list)
+    effort: str = "medium"
+    constraint: Constraint = field(default_factory=Constraint)
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    stream: bool = False
+    include_usage: bool = False
+    model: str = "gpt-oss"
+
+    def prompt(self, date: str | None) -> str:
+        """The harmony prompt text, ending with `<|start|>assistant`."""
+        return harmony.render_prompt(self.messages, effort=self.effort, date=date,
+                                     instructions="\n\n".join(self.instructions), tools=self.tools)
+
+
+def get(body: dict, key: str, kinds: type | tuple, default: Any = None, *, param: str | None = None) -> Any:
+    """body[key] if it has one of the types, default if absent or null; a 400 otherwise."""
+    value = body.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
+        raise bad(param or key, f"expected {_names(kinds)}, got a boolean")
+    if not isinstance(value, kinds):
+        raise bad(param or key, f"expected {_names(kinds)}, got {type(value).__name__}")
+    return value
+
+
+def _names(kinds) -> str:
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    words = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "an array",
+             dict: "an object"}
+    return " or ".join(dict.fromkeys(words.get(k, k.__name__) for k in kinds))
+
+
+def sampling(plan: Plan, body: dict, defaults: Defaults, max_keys: tuple[str, ...]) -> None:
+    """temperature, top_p, seed, stop and the first of max_keys that is set."""
+    plan.temperature = float(get(body, "temperature", (int, float), 1.0))
+    if not 0 <= plan.temperature <= 2:
+        raise bad("temperature", "must be between 0 and 2")
+    plan.top_p = float(get(body, "top_p", (int, float), 1.0))
+    if not 0 < plan.top_p <= 1:
+        raise bad("top_p", "must be in (0, 1]")
+    plan.seed = get(body, "seed", int)
+    stop = get(body, "stop", (str, list), [])
+    plan.stop = [stop] if isinstance(stop, str) else stop
+    if len(plan.stop) > 4 or not all(isinstance(s, str) for s in plan.stop):
+        raise bad("stop", "must be a string or up to 4 strings")
+    plan.max_tokens = defaults.max_tokens
+    for key in max_keys:
+        value = get(body, key, int)
+        if value is not None:
+            if value < 1:
+                raise bad(key, "must be at least 1")
+            plan.max_tokens = value
+            break
+
+
+def effort(value: Any, param: str, default: str) -> str:
+    """A reasoning effort: low, medium or high (minimal counts as low)."""
+    if value is None:
+        return default
+    if not isinstance(value, str) or EFFORT_ALIASES.get(value, value) not in harmony.EFFORTS:
+        raise bad(param, "must be one of low, medium, high")
+    return EFFORT_ALIASES.get(value, value)
+
+
+def tool_specs(tools: Any, *, nested: bool) -> list[ToolSpec]:
+    """Function tools; chat completions nest them under "function", the Responses API does not."""
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise bad("tools", "expected an array")
+    specs = []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+            raise bad(f"tools[{i}]", "only function tools are supported")
+        fn = tool.get("function") if nested else tool
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise bad(f"tools[{i}].name", "a function tool needs a name")
+        params = fn.get("parameters")
+        if params is not None and not isinstance(params, dict):
+            raise bad(f"tools[{i}].parameters", "expected a JSON schema object")
+        specs.append(ToolSpec(fn["name"], fn.get("description") or "", params))
+    return specs
+
+
+def constraint(plan: Plan, tool_choice: Any, schema: dict | None, budget: Any, *, nested: bool,
+               default_budget: int | None) -> Constraint:
+    """The Constraint for tool_choice, a JSON-schema answer and the thinking budget; drops the tools
+    for tool_choice "none"."""
+    if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 0):
+        raise bad("thinking_budget", "must be an integer >= 0")
+    budget = default_budget if budget is None else budget
+    tools = {t.name: t.parameters for t in plan.tools}
+    tool = tools_all = None
+    if tool_choice in (None, "auto"):
+        pass
+    elif tool_choice == "none":
+        plan.tools = []
+    elif tool_choice == "required":
+        if not tools:
+            raise bad("tool_choice", '"required" needs at least one tool in tools')
+        tools_all = tools
+    elif isinstance(tool_choice, dict):
+        fn = tool_choice.get("function") if nested else tool_choice
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if name not in tools:
+            raise bad("tool_choice", f"names a function that is not in tools: {name!r}")
+        tool = name
+    else:
+        raise bad("tool_choice", 'must be "auto", "none", "required" or a named function')
+    c = Constraint(schema=schema, tool=tool, tool_schema=tools.get(tool) if tool else None, tools=tools_all,
+                   thinking_budget=budget)
+    try:
+        for s in [schema] if schema is not None else []:
+            grammar_for(s)
+        for name in ([tool] if tool else list(tools_all or [])):
+            grammar_for(tools[name])
+    except BadInputError as exc:
+        raise bad("response_format" if schema is not None else "tools", exc.why) from None
+    return c
+
+
+def json_schema(fmt: Any, param: str) -> dict | None:
+    """The schema a response format asks for: json_object (any object), json_schema, text (none)."""
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict):
+        raise bad(param, "expected an object")
+    kind = fmt.get("type")
+    if kind in (None, "text"):
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind == "json_schema":
+        inner = fmt.get("json_schema", fmt)   # chat nests it, the Responses API's text.format does not
+        schema = inner.get("schema") if isinstance(inner, dict) else None
+        if not isinstance(schema, dict):
+            raise bad(param, "json_schema needs a schema object")
+        return schema
+    raise bad(param, "type must be text, json_object or json_schema")
+
+
+def text_of(content: Any, param: str) -> str:
+    """Message content as text: a string, or the text of its text parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for i, part in enumerate(content):
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, dict) and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+            elif isinstance(part, dict) and part.get("type") in ("refusal",):
+                parts.append(part.get("refusal") or "")
+            else:
+                raise bad(f"{param}[{i}]", "only text parts are supported")
+        return "".join(parts)
+    raise bad(param, "expected a string or an array of text parts")
