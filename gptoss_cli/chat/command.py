@@ -191,7 +191,12 @@ def _fit(gguf: Path, backend_opts, workers: list | None = None) -> None:
         raise BadInputError(None, "--fit chooses the expert placement itself",
                             "Use either --fit or --cpu-moe / --n-cpu-moe")
     plan = fit(gguf, backend_opts.ctx_size, backend_opts.flash_attn, workers=workers or [])
-    if workers or plan.gpu:
+    if workers and plan.split:
+        backend_opts.n_cpu_moe, backend_opts.tensor_split = plan.n_cpu_moe, tuple(map(float, plan.split))
+        ui.info(f"--fit: --n-cpu-moe {plan.n_cpu_moe}, layers per device {'/'.join(map(str, plan.split))}")
+    elif workers:
+        ui.info("--fit: every layer fits the devices as llama.cpp splits them by free memory")
+    elif plan.gpu:
         backend_opts.n_cpu_moe = plan.n_cpu_moe
         ui.info(f"--fit: --n-cpu-moe {plan.n_cpu_moe}")
     else:

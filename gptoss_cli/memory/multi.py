@@ -46,6 +46,7 @@ class MultiPlan:
     ram_needed: int
     ram_free: int
     reason: str = ""
+    split: list[int] | None = None   # layers per device when --fit chose them (llama.cpp's tensor_split)
 
     def to_json(self) -> dict:
         """A JSON-ready dict."""
@@ -71,10 +72,17 @@ def layer_kv_bytes(shape: ModelShape, ctx: int, layer: int) -> int:
     return cells * per_token
 
 
+def split_devices(n_layers: int, counts: list[int]) -> list[int]:
+    """Device index of each layer 0..n_layers when device d takes the next counts[d] of them."""
+    return [d for d, c in enumerate(counts) for _ in range(c)]
+
+
 def shares_for(shape: ModelShape, ctx: int, devices: list[tuple[str, int]], n_cpu_moe: int,
-               flash_attn: bool, margin: float = MARGIN) -> list[Share]:
-    """Each device's layers and bytes when n_cpu_moe layers keep their experts in local RAM."""
-    where = layer_devices(shape.n_layers, [free for _, free in devices])
+               flash_attn: bool, margin: float = MARGIN, split: list[int] | None = None) -> list[Share]:
+    """Each device's layers and bytes when n_cpu_moe layers keep their experts in local RAM; layers go by
+    free memory as llama.cpp splits them, or split[d] consecutive layers to device d."""
+    where = (split_devices(shape.n_layers, split) if split
+             else layer_devices(shape.n_layers, [free for _, free in devices]))
     shares = [Share(name, free) for name, free in devices]
     for il, d in enumerate(where[:-1]):
         shares[d].layers.append(il)
@@ -85,30 +93,54 @@ def shares_for(shape: ModelShape, ctx: int, devices: list[tuple[str, int]], n_cp
         experts = sum(shape.expert_bytes[il] for il in s.layers if il >= n_cpu_moe)
         kv = sum(layer_kv_bytes(shape, ctx, il) for il in s.layers)
         s.bytes = {"weights": weights, "experts": experts, "kv_cache": kv, "compute": compute}
-        s.needed = int((weights + experts + kv) * (1 + margin)) + compute
+        s.needed = int((weights + experts + kv) * (1 + margin)) + compute if s.layers or s.output else 0
     return shares
 
 
-def plan_devices(shape: ModelShape, ctx: int, devices: list[tuple[str, int]], ram_free: int, *,
-                 flash_attn: bool = True, margin: float = MARGIN) -> MultiPlan:
-    """The smallest --n-cpu-moe for which every device's share fits its free memory, and the RAM it needs."""
+def fill_split(shape: ModelShape, ctx: int, devices: list[tuple[str, int]], n_cpu_moe: int, flash_attn: bool,
+               margin: float = MARGIN) -> list[int] | None:
+    """Layers per device, filled in device order, each device taking layers while they fit; None if the
+    devices cannot hold all layers and the output (with experts of layers < n_cpu_moe left in RAM)."""
     L = shape.n_layers
-    for n in range(L + 1):
-        shares = shares_for(shape, ctx, devices, n, flash_attn, margin)
-        if all(s.fits for s in shares):
-            break
+    cost = [int((shape.layer_bytes[il] + (shape.expert_bytes[il] if il >= n_cpu_moe else 0)
+                 + layer_kv_bytes(shape, ctx, il)) * (1 + margin)) for il in range(L)]
+    cost.append(int(shape.output_bytes * (1 + margin)))
+    compute = compute_buffer_bytes(shape, ctx, flash_attn)
+    counts, i = [], 0
+    for _, free in devices:
+        room, c = free - compute, 0
+        while i <= L and cost[i] <= room:
+            room -= cost[i]
+            i, c = i + 1, c + 1
+        counts.append(c)
+    return counts if i == L + 1 else None
+
+
+def plan_devices(shape: ModelShape, ctx: int, devices: list[tuple[str, int]], ram_free: int, *,
+                 flash_attn: bool = True, margin: float = MARGIN, fit: bool = False) -> MultiPlan:
+    """llama.cpp's split by free memory when all experts fit on the devices; else, with fit, the smallest
+    --n-cpu-moe whose layers fill the devices in order (the split --fit passes to llama.cpp)."""
+    L = shape.n_layers
+    shares = shares_for(shape, ctx, devices, 0, flash_attn, margin)
+    n, split = 0, None
+    if fit and not all(s.fits for s in shares):
+        for n in range(L + 1):
+            split = fill_split(shape, ctx, devices, n, flash_attn, margin)
+            if split is not None:
+                break
+        shares = shares_for(shape, ctx, devices, n, flash_attn, margin, split)
     ram = {"token_embd": shape.input_bytes, "experts": sum(shape.expert_bytes[:n])}
     ram_needed = sum(ram.values())
     reason = ""
     short = [s for s in shares if not s.fits]
     if short:
         s = short[0]
-        reason = (f"even with every expert in local RAM, {s.name} needs {s.needed / GiB:.1f} GiB, "
-                  f"{s.free / GiB:.1f} GiB free")
+        reason = (f"{s.name} needs {s.needed / GiB:.1f} GiB, {s.free / GiB:.1f} GiB free"
+                  + (" even with every expert in local RAM" if fit else ""))
     elif ram_needed > ram_free:
         reason = (f"the weights kept in local RAM need {ram_needed / GiB:.1f} GiB, {ram_free / GiB:.1f} GiB "
                   "available")
-    return MultiPlan(shape.name, ctx, not reason, n, shares, ram, ram_needed, ram_free, reason)
+    return MultiPlan(shape.name, ctx, not reason, n, shares, ram, ram_needed, ram_free, reason, split)
 
 
 def multi_rows(plan: MultiPlan) -> list[tuple[str, str, str]]:
@@ -139,4 +171,6 @@ def multi_rows(plan: MultiPlan) -> list[tuple[str, str, str]]:
 def multi_title(plan: MultiPlan) -> str:
     """The table title."""
     state = "does not fit" if not plan.fits else f"--n-cpu-moe {plan.n_cpu_moe}"
+    if plan.split:
+        state += ", layers per device " + "/".join(map(str, plan.split)) + " (--fit)"
     return f"{plan.model}, context {plan.ctx}, {len(plan.devices)} devices: {state}"

@@ -88,8 +88,10 @@ def fit(model_path: Path, ctx: int, flash_attn: str = "auto", workers: list | No
 
     shape = shape_from_gguf(model_path)
     if workers:
-        plan = plan_devices(shape, ctx, worker_devices(workers) + _local_gpus(None), probe(None, None)[1],
-                            flash_attn=flash_attn_used(flash_attn))
+        from gptoss_cli.rpc.client import offload_table
+
+        plan = plan_devices(shape, ctx, offload_table(workers), ram_device().free,
+                            flash_attn=flash_attn_used(flash_attn), fit=True)
         ui.err_table(multi_title(plan), ["where", "what", "size"], multi_rows(plan), right=["size"])
         if not plan.fits:
             raise DoesNotFit(model_path, plan.reason, "Add a worker, or free memory on the one named")
@@ -102,28 +104,22 @@ def fit(model_path: Path, ctx: int, flash_attn: str = "auto", workers: list | No
     return plan
 
 
-def worker_devices(workers: list) -> list[tuple[str, int]]:
-    """(name, free bytes) of each worker device, asked of the workers now."""
-    return [(f"{name} ({w.endpoint})", free) for w in workers for name, free, _ in w.memory()]
-
-
-def _local_gpus(vram: str | None) -> list[tuple[str, int]]:
-    if vram is not None:
-        return [("GPU (--vram)", parse_size(vram))] if parse_size(vram) else []
-    return [(f"{d.name} (local)", d.free) for d in gpu_devices() if d.source == "llama.cpp" and "RPC" not in d.name]
 
 
 def _run_plan_rpc(shape: ModelShape, source: str, model: str | None, ctx: int, vram: str | None,
                   ram: str | None, flash_attn: str, as_json: bool, rpc: str) -> None:
     """`gptoss plan --rpc`: ask each worker for its memory, split the layers as llama.cpp will."""
     from gptoss_cli import ui
-    from gptoss_cli.rpc.client import connect
+    from gptoss_cli.rpc.client import connect, offload_table
 
     workers = connect(rpc)
-    devices = worker_devices(workers) + _local_gpus(vram)
+    devices = offload_table(workers)
+    if vram is not None:   # plan for another local GPU than this machine's
+        devices = [d for d in devices if not d[0].endswith("(local)")]
+        devices += [("GPU (--vram)", parse_size(vram))] if parse_size(vram) else []
     ram_free = parse_size(ram) if ram is not None else ram_device().free
-    plan: MultiPlan = plan_devices(shape, ctx, devices, ram_free, flash_attn=flash_attn_used(flash_attn))
-    flags = f" --rpc {rpc}" + (f" --n-cpu-moe {plan.n_cpu_moe}" if plan.n_cpu_moe else "")
+    plan: MultiPlan = plan_devices(shape, ctx, devices, ram_free, flash_attn=flash_attn_used(flash_attn), fit=True)
+    flags = f" --rpc {rpc}" + (" --fit" if plan.split else "")
     flags += f" --ctx-size {ctx}" + ("" if flash_attn == "auto" else f" --flash-attn {flash_attn}")
     command = f"gptoss chat {model or ''}".rstrip() + flags
     if as_json:

@@ -99,7 +99,10 @@ def offload_devices(workers: list[Worker]) -> tuple[int, ...]:
     return tuple(remote + local)
 
 
-def device_names(workers: list[Worker]) -> dict[int, str]:
-    """Device handle -> `RPC0 (10.0.0.2:50052)` for the log and the plan."""
+def offload_table(workers: list[Worker]) -> list[tuple[str, int]]:
+    """(name, free bytes) of each device of offload_devices, in its order: `RPC0 (10.0.0.2:50052)`,
+    `CUDA0 (local)`; the workers are asked for their memory now."""
     g = ggml.lib()
-    return {d: f"{g.dev_name(d).decode()} ({w.endpoint})" for w in workers for d in w.devices}
+    remote = {d: str(w.endpoint) for w in workers for d in w.devices}
+    return [(f"{g.dev_name(d).decode()} ({remote.get(d, 'local')})", ggml.device_memory(d)[0])
+            for d in offload_devices(workers)]
