@@ -290,6 +290,8 @@ def serve(
     cpu_moe: bool = typer.Option(False, "--cpu-moe", help="Keep all expert weights in system RAM."),
     n_cpu_moe: int = typer.Option(0, "--n-cpu-moe", min=0, help="Keep the experts of the first N layers in RAM."),
     fit: bool = typer.Option(False, "--fit", help="Choose --n-cpu-moe from free memory for all slots' context."),
+    rpc: Optional[str] = typer.Option(None, "--rpc", help="Spread the layers over these `gptoss worker`s: "
+                                                          "HOST:PORT[,HOST:PORT...]."),
     seed: int = typer.Option(-1, "--seed", help="Default sampling seed (-1: random; request field seed overrides)."),
 ) -> None:
     """Serve a gpt-oss GGUF over an OpenAI-compatible API (chat completions, Responses), requests in parallel.
@@ -308,7 +310,7 @@ def serve(
 
     opts = ServeOptions(
         model=model, host=host, port=port, parallel=parallel, queue=queue, api_key_file=api_key_file,
-        no_auth=no_auth, log_requests=log_requests, fit=fit,
+        no_auth=no_auth, log_requests=log_requests, fit=fit, rpc=rpc,
         defaults=Defaults(effort=effort.lower(), thinking_budget=thinking_budget, max_tokens=max_tokens),
         backend=BackendOptions(ctx_size=ctx_size, threads=threads, gpu_layers=gpu_layers,
                                flash_attn=flash_attn.value, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe, seed=seed))

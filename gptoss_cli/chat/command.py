@@ -48,7 +48,11 @@ def run_chat(opts: ChatOptions) -> None:
     if opts.model is None:
         ui.info(f"using {gguf} (the last GGUF written)")
     backend_opts = opts.backend
-    workers = connect_workers(opts.rpc, backend_opts)
+    workers = []
+    if opts.rpc:
+        from gptoss_cli.rpc.client import attach
+
+        workers = attach(opts.rpc, backend_opts)
     if opts.fit:
         _fit(gguf, backend_opts, workers)
     hub = start_hub(opts.tools)  # before the model: a server that fails stops the chat early
@@ -147,20 +151,6 @@ def result_json(result: TurnResult, model: str, effort: str) -> dict:
     }
 
 
-def connect_workers(rpc: str | None, backend_opts: BackendOptions) -> list:
-    """--rpc: connect the workers and give their devices to the loader; [] without --rpc."""
-    if not rpc:
-        return []
-    from gptoss_cli.rpc.client import connect, offload_devices
-
-    with ui.status("connecting to workers"):
-        workers = connect(rpc)
-    backend_opts.devices = offload_devices(workers)
-    ui.info("workers: " + ", ".join(f"{w.endpoint} ({name} {free / 2**30:.1f} GiB free)"
-                                    for w in workers for name, free, _ in w.memory()))
-    return workers
-
-
 def _save_on_worker_lost(session: Session, model_name: str, pending) -> None:
     """If a worker dies mid-reply the process exits from inside llama.cpp: save the conversation first,
     the unanswered message included (pending() returns it)."""
@@ -191,11 +181,8 @@ def _fit(gguf: Path, backend_opts, workers: list | None = None) -> None:
         raise BadInputError(None, "--fit chooses the expert placement itself",
                             "Use either --fit or --cpu-moe / --n-cpu-moe")
     plan = fit(gguf, backend_opts.ctx_size, backend_opts.flash_attn, workers=workers or [])
-    if workers and plan.split:
-        backend_opts.n_cpu_moe, backend_opts.tensor_split = plan.n_cpu_moe, tuple(map(float, plan.split))
-        ui.info(f"--fit: --n-cpu-moe {plan.n_cpu_moe}, layers per device {'/'.join(map(str, plan.split))}")
-    elif workers:
-        ui.info("--fit: every layer fits the devices as llama.cpp splits them by free memory")
+    if workers:
+        ui.info(plan.apply_to(backend_opts))
     elif plan.gpu:
         backend_opts.n_cpu_moe = plan.n_cpu_moe
         ui.info(f"--fit: --n-cpu-moe {plan.n_cpu_moe}")

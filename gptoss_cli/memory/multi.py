@@ -52,6 +52,13 @@ class MultiPlan:
         """A JSON-ready dict."""
         return asdict(self)
 
+    def apply_to(self, backend_opts) -> str:
+        """Set --fit's choice on engine BackendOptions; the line that says what it chose."""
+        if not self.split:
+            return "--fit: every layer fits the devices as llama.cpp splits them by free memory"
+        backend_opts.n_cpu_moe, backend_opts.tensor_split = self.n_cpu_moe, tuple(map(float, self.split))
+        return f"--fit: --n-cpu-moe {self.n_cpu_moe}, layers per device {'/'.join(map(str, self.split))}"
+
 
 def layer_devices(n_layers: int, frees: list[int]) -> list[int]:
     """Device index of each layer 0..n_layers (the last is the output layer), as llama.cpp splits them."""

@@ -106,3 +106,16 @@ def offload_table(workers: list[Worker]) -> list[tuple[str, int]]:
     remote = {d: str(w.endpoint) for w in workers for d in w.devices}
     return [(f"{g.dev_name(d).decode()} ({remote.get(d, 'local')})", ggml.device_memory(d)[0])
             for d in offload_devices(workers)]
+
+
+def attach(rpc: str, backend_opts) -> list[Worker]:
+    """--rpc for a command that loads a model: connect the workers, hand their devices (then the local
+    GPUs) to the loader through engine BackendOptions, and say what each offers."""
+    from gptoss_cli import ui
+
+    with ui.status("connecting to workers"):
+        workers = connect(rpc)
+    backend_opts.devices = offload_devices(workers)
+    ui.info("workers: " + ", ".join(f"{w.endpoint} ({name} {free / 2**30:.1f} GiB free)"
+                                    for w in workers for name, free, _ in w.memory()))
+    return workers

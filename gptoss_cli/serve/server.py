@@ -31,6 +31,7 @@ class ServeOptions:
     no_auth: bool = False
     log_requests: bool = False
     fit: bool = False
+    rpc: str | None = None          # --rpc HOST:PORT,...: workers that take layers (gptoss worker)
     max_body_mb: float = 8.0
     defaults: Defaults = field(default_factory=Defaults)
     backend: BackendOptions = field(default_factory=BackendOptions)
@@ -98,8 +99,13 @@ def run_serve(opts: ServeOptions) -> None:
     gguf = paths.resolve_gguf(opts.model)
     if opts.model is None:
         ui.info(f"using {gguf} (the last GGUF written)")
+    workers = []
+    if opts.rpc:
+        from gptoss_cli.rpc.client import attach
+
+        workers = attach(opts.rpc, opts.backend)
     if opts.fit:
-        _fit(gguf, opts)
+        _fit(gguf, opts, workers)
     sock = bind(opts.host, opts.port)
     try:
         with ui.status(f"loading {gguf.name} ({opts.parallel} slots)"):
@@ -162,7 +168,7 @@ class _Server:
         self._server.run(sockets=sockets)
 
 
-def _fit(gguf: Path, opts: ServeOptions) -> None:
+def _fit(gguf: Path, opts: ServeOptions, workers: list) -> None:
     """--fit: --n-cpu-moe from free memory, for the KV cache of every slot."""
     from gptoss_cli.memory.planning import fit
 
@@ -170,8 +176,10 @@ def _fit(gguf: Path, opts: ServeOptions) -> None:
     if b.cpu_moe or b.n_cpu_moe:
         raise BadInputError(None, "--fit chooses the expert placement itself",
                             "Use either --fit or --cpu-moe / --n-cpu-moe")
-    plan = fit(gguf, b.ctx_size * opts.parallel, b.flash_attn, workers=[])
-    if plan.gpu:
+    plan = fit(gguf, b.ctx_size * opts.parallel, b.flash_attn, workers=workers)
+    if workers:
+        ui.info(plan.apply_to(b))
+    elif plan.gpu:
         b.n_cpu_moe = plan.n_cpu_moe
         ui.info(f"--fit: --n-cpu-moe {plan.n_cpu_moe}")
     else:
