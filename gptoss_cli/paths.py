@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -41,9 +42,38 @@ def short_name(repo_or_folder: str) -> str:
     return tail[len("gpt-oss-"):] if tail.lower().startswith("gpt-oss-") else tail
 
 
-def default_gguf_path(size: str, recipe: str) -> Path:
-    """gpt-oss-<size>-<recipe>.gguf in the models folder."""
-    return models_dir() / f"gpt-oss-{size}-{recipe}.gguf"
+def repo_stem(repo_id: str) -> str:
+    """The model part of a repo's GGUF names: its name (openai/gpt-oss-20b -> gpt-oss-20b)."""
+    return repo_id.rstrip("/").split("/")[-1]
+
+
+def folder_stem(folder: Path) -> str:
+    """The model part of a snapshot folder's GGUF names: the repo's name for a Hugging Face cache snapshot
+    (.../models--org--name/snapshots/<commit>), else the folder's name; never a commit hash."""
+    parts = Path(folder).absolute().parts
+    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
+        return parts[-3].split("--")[-1]
+    name = parts[-1]
+    if re.fullmatch(r"[0-9a-f]{40}", name) and len(parts) > 1:
+        return parts[-2]  # a snapshot copied out of the cache keeps its commit as its name
+    return name
+
+
+def default_gguf_path(stem: str, recipe: str) -> Path:
+    """<stem>-<recipe>.gguf in the models folder (gpt-oss-20b-mxfp4.gguf for openai/gpt-oss-20b)."""
+    return models_dir() / f"{stem}-{recipe}.gguf"
+
+
+def model_ggufs(arg: str) -> list[Path]:
+    """GGUFs in the models folder written for a model name (20b, a repo id, gpt-oss-20b-ft), oldest first:
+    exactly <stem>-<recipe>[-custom].gguf, so `20b` never picks up a fine-tune's gpt-oss-20b-ft-*.gguf."""
+    from converters.recipes import RECIPES
+
+    stem = repo_stem(repo_id_for(arg))
+    stems = {stem} if stem.lower().startswith("gpt-oss-") else {stem, f"gpt-oss-{stem}"}
+    names = {f"{s}-{r}{c}.gguf" for s in stems for r in RECIPES for c in ("", "-custom")}
+    found = [p for p in models_dir().glob("*.gguf") if p.name in names] if models_dir().is_dir() else []
+    return sorted(found, key=lambda p: p.stat().st_mtime)
 
 
 def remember(kind: str, value: str | Path) -> None:
@@ -104,7 +134,7 @@ def resolve_snapshot(arg: str | None) -> Path:
 
 
 def resolve_gguf(arg: str | None) -> Path:
-    """A GGUF file from a path, a short name (newest gpt-oss-<name>-*.gguf), or (None) the last one written."""
+    """A GGUF file from a path, a model name (its newest <stem>-<recipe>.gguf), or (None) the last one written."""
     if arg is None:
         last = recall("gguf")
         if last and Path(last).is_file():
@@ -116,8 +146,7 @@ def resolve_gguf(arg: str | None) -> Path:
         return path
     if path.suffix == ".gguf":
         raise ModelNotFound(path, "no such file", "Check the path, or see `gptoss list`")
-    size = short_name(repo_id_for(arg))
-    candidates = sorted(models_dir().glob(f"gpt-oss-{size}-*.gguf"), key=lambda p: p.stat().st_mtime)
+    candidates = model_ggufs(arg)
     if not candidates:
         raise ModelNotFound(arg, f"no GGUF for it in {models_dir()}", f"Run `gptoss quantize {arg}` first")
     return candidates[-1]

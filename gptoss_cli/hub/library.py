@@ -126,8 +126,7 @@ def targets(model: str, gguf_only: bool) -> list[Path]:
     if path.is_dir() and str(path.absolute()) in _read_pulls():
         return [] if gguf_only else [path.absolute()]
     repo_id = paths.repo_id_for(model)
-    size = paths.short_name(repo_id)
-    found = sorted(paths.models_dir().glob(f"gpt-oss-{size}-*.gguf"))
+    found = paths.model_ggufs(model)
     if not gguf_only:
         if hub.repo_storage(repo_id).is_dir():
             found.append(hub.repo_storage(repo_id))

@@ -116,9 +116,9 @@ def missing_files(folder: Path) -> list[str]:
 
 def _quantize(folder: Path, model: str, as_json: bool) -> dict:
     """Run the default recipe on the pulled snapshot, like `gptoss quantize` (skipped if the GGUF exists)."""
-    from gptoss_cli.quant.quantize import run_quantize, size_tag, summary_dict
+    from gptoss_cli.quant.quantize import gguf_stem, run_quantize, summary_dict
 
-    out = paths.default_gguf_path(size_tag(folder, model), "mxfp4")
+    out = paths.default_gguf_path(gguf_stem(folder, model), "mxfp4")
     if out.exists():
         ui.info(f"already quantized: {out} (run `gptoss quantize --force` to redo it)")
         paths.remember("gguf", out)

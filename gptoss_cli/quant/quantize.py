@@ -21,9 +21,6 @@ from converters.tensor_map import EXPERT_CLASSES
 from converters.snapshot import Snapshot
 from gptoss_cli import paths, ui
 
-SIZE_BY_LAYERS = {24: "20b", 36: "120b"}
-
-
 @dataclasses.dataclass
 class QuantizeOptions:
     """Everything `gptoss quantize` was asked for."""
@@ -44,20 +41,17 @@ class QuantizeOptions:
     threads: int | None = None
 
 
-def size_tag(folder: Path, model_arg: str | None) -> str:
-    """20b / 120b from the config's layer count, else a name derived from the argument or folder."""
-    try:
-        layers = json.loads((folder / "config.json").read_text())["num_hidden_layers"]
-    except (OSError, ValueError, KeyError):
-        layers = None
-    if layers in SIZE_BY_LAYERS:
-        return SIZE_BY_LAYERS[layers]
-    return paths.short_name(model_arg or folder.name)
+def gguf_stem(folder: Path, model_arg: str | None) -> str:
+    """The model part of the output name: the repo's name for a pulled model (openai/gpt-oss-20b -> gpt-oss-20b,
+    someorg/gpt-oss-20b-ft -> gpt-oss-20b-ft), else the snapshot folder's name; never a commit hash."""
+    if model_arg and not Path(model_arg).expanduser().is_dir():
+        return paths.repo_stem(paths.repo_id_for(model_arg))
+    return paths.folder_stem(folder)
 
 
-def imatrix_path(size: str) -> Path:
+def imatrix_path(stem: str) -> Path:
     """Where `gptoss imatrix` puts a model's importance matrix by default."""
-    return paths.models_dir() / f"gpt-oss-{size}.imatrix.gguf"
+    return paths.models_dir() / f"{stem}.imatrix.gguf"
 
 
 def run_quantize(opts: QuantizeOptions | str | None, recipe: str = "mxfp4", output: Path | None = None,
@@ -75,10 +69,10 @@ def run_quantize(opts: QuantizeOptions | str | None, recipe: str = "mxfp4", outp
     folder = paths.resolve_snapshot(opts.model)
     if opts.model is None:
         ui.info(f"using the last pulled snapshot: {folder}")
-    size = size_tag(folder, opts.model)
+    stem = gguf_stem(folder, opts.model)
     im_file = opts.imatrix
-    if stats is None and spec.recipe.needs_imatrix and imatrix_path(size).is_file():
-        im_file = imatrix_path(size)
+    if stats is None and spec.recipe.needs_imatrix and imatrix_path(stem).is_file():
+        im_file = imatrix_path(stem)
         stats = load_imatrix(im_file)
         ui.info(f"using the importance matrix {im_file}")
     imatrix = stats.normalized() if stats else None
@@ -88,15 +82,15 @@ def run_quantize(opts: QuantizeOptions | str | None, recipe: str = "mxfp4", outp
     why = needs_imatrix(plan)
     if why and imatrix is None:
         raise RecipeError(plan.spec.name, f"an importance matrix is needed ({why}) and none was given",
-                          f"Make one with `gptoss imatrix {size} --text calib.txt` and pass --imatrix FILE")
+                          f"Make one with `gptoss imatrix {stem} --text calib.txt` and pass --imatrix FILE")
     if imatrix is None and any(t.requested in LOW_BIT_EXPERTS and t.cls in EXPERT_CLASSES for t in plan.tensors):
         ui.warn(f"experts below 4 bits without an importance matrix lose more quality; "
-                f"make one with `gptoss imatrix {size} --text calib.txt` and pass --imatrix")
+                f"make one with `gptoss imatrix {stem} --text calib.txt` and pass --imatrix")
     if alloc and alloc.shortfall:
         ui.warn(f"the file is {ui.human_bytes(alloc.total)}, more than 2% under the target: {alloc.shortfall}")
     if opts.dry_run:
         return _report_dry_run(plan, alloc, opts.as_json)
-    out = opts.output or paths.default_gguf_path(size, plan.spec.name)
+    out = opts.output or paths.default_gguf_path(stem, plan.spec.name)
     result = _write(folder, out, plan, imatrix, opts)
     paths.remember("gguf", result.path)
     if opts.as_json:
