@@ -7,7 +7,6 @@ converted to a lossless bf16 GGUF first and quantized by llama.cpp with exact pe
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections import defaultdict
 from pathlib import Path
 
