@@ -110,6 +110,34 @@ def test_unreachable_worker_is_named(cli, tiny_gguf):
 
 
 @needs_rpc
+def test_something_else_on_the_port_is_named(cli, tiny_gguf):
+    """A TCP server that is not a worker (it closes every connection): ggml-rpc aborts on the failed
+    handshake; gptoss turns that into one line naming the address."""
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    endpoint = f"127.0.0.1:{server.getsockname()[1]}"
+
+    def refuse():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.close()
+
+    threading.Thread(target=refuse, daemon=True).start()
+    try:
+        r = _chat(cli, tiny_gguf, "--rpc", endpoint)
+    finally:
+        server.close()
+    assert r.returncode == 1, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"cannot reach worker ({endpoint})" in errors[0], r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+@needs_rpc
 def test_worker_banner_names_endpoint_and_memory(workers):
     for w in workers:
         assert w.banner.startswith(f"gptoss worker on {w.endpoint}: CPU")
@@ -173,13 +201,16 @@ def test_worker_killed_mid_reply(tiny_gguf, tmp_path):
     pexpect = pytest.importorskip("pexpect")
     pair = [WorkerProc(tmp_path, cache=False), WorkerProc(tmp_path, cache=False)]
     try:
-        child = pexpect.spawn(sys.executable, ["-m", "gptoss_cli", "chat", str(tiny_gguf), "--ctx-size", "8192",
-                                               "--temperature", "0", "--show-thinking", "--threads", "1",
+        # A 16k context and no token limit: the reply cannot end before the kill, sent once its first text
+        # has streamed (as in test_chat_cli's Ctrl-C test).
+        child = pexpect.spawn(sys.executable, ["-m", "gptoss_cli", "chat", str(tiny_gguf), "--ctx-size", "16384",
+                                               "--seed", "3", "--threads", "1",
                                                "--rpc", ",".join(w.endpoint for w in pair)],
-                              cwd=str(ROOT), env=os.environ.copy(), encoding="utf-8", timeout=120,
+                              cwd=str(ROOT), env={**os.environ, "TERM": "xterm"}, encoding="utf-8", timeout=120,
                               dimensions=(30, 100))
         child.expect_exact(">>> ")
         child.sendline("Tell me a very long story.")
+        child.expect_exact("Tell me a very long story.")
         child.expect(r"\S", timeout=60)          # the reply is streaming
         pair[1].proc.kill()
         t0 = time.monotonic()

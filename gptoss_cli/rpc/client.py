@@ -74,8 +74,10 @@ def _connect_one(add, endpoint: Endpoint) -> Worker:
     # ggml's handshake blocks while the worker serves another client (one at a time): bound the wait.
     found: list[int] = []
     t = threading.Thread(target=lambda: found.append(add(str(endpoint).encode()) or 0), daemon=True)
+    faults.connecting(endpoint)
     t.start()
     t.join(HANDSHAKE_TIMEOUT_S)
+    faults.connecting(None)
     if t.is_alive():
         raise WorkerUnreachable(str(endpoint), f"it accepted the connection but did not answer within "
                                 f"{HANDSHAKE_TIMEOUT_S:g} s", "A worker serves one client at a time: stop the "

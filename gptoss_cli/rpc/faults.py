@@ -32,6 +32,7 @@ class _Guard:
         self.endpoints: list[Endpoint] = []
         self.savers: list[Callable[[], str | None]] = []
         self.callback = None
+        self.connecting: Endpoint | None = None   # the worker being handshaken with, if any
 
 
 _GUARD = _Guard()
@@ -45,6 +46,11 @@ def guard(endpoints: list[Endpoint]) -> None:
     if _GUARD.callback is None:
         _GUARD.callback = ggml.ABORT_CALLBACK(_on_abort)   # kept alive for the process
         ggml.lib().ggml_set_abort_callback(_GUARD.callback)
+
+
+def connecting(endpoint: Endpoint | None) -> None:
+    """Mark the handshake with endpoint as under way (None: done): an abort then means a bad handshake."""
+    _GUARD.connecting = endpoint
 
 
 def on_worker_lost(saver: Callable[[], str | None]) -> Callable[[], None]:
@@ -87,7 +93,11 @@ def _on_abort(message: bytes | None) -> None:
             note = f"could not save the conversation ({exc})"
         if note:
             notes.append(note)
-    line = lost_message(text, _GUARD.endpoints, notes)
+    if _GUARD.connecting is not None:
+        line = (f"cannot reach worker ({_GUARD.connecting}): it accepted the connection but did not answer as a "
+                "llama.cpp RPC worker of this version. Run `gptoss worker` there, from the same gptoss version")
+    else:
+        line = lost_message(text, _GUARD.endpoints, notes)
     try:
         sys.stdout.flush()
     except Exception:  # noqa: BLE001 - a closed pipe must not hide the error line

@@ -53,12 +53,11 @@ def measure(gguf: Path, tokens: int = 128, **options) -> dict:
 
 def run(gguf: Path) -> dict:
     """The CPU-only row, then one row per --n-cpu-moe value when this llama.cpp build can offload."""
-    import llama_cpp
-
+    from gptoss_cli.engine import ggml
     from gptoss_cli.engine.gguf_header import read_metadata
 
     layers = read_metadata(gguf, {"gpt-oss.block_count"})["gpt-oss.block_count"]
-    offload = bool(llama_cpp.llama_supports_gpu_offload())
+    offload = ggml.has_gpu_device()   # not llama_supports_gpu_offload(): true in every RPC build
     rows = [measure(gguf, gpu_layers=0)]
     if offload:
         rows += [measure(gguf, n_cpu_moe=n) for n in range(layers + 1)]
