@@ -87,7 +87,7 @@ def test_calls_return_results_and_both_servers_answer(hub):
 
 
 def test_a_tool_error_is_a_result_not_a_crash(hub):
-    result = hub.call("fail", {"message": "disk on fire"})
+    result = hub.call("fail", {"code": 7})
     assert result.is_error and "fail" in result.text
     bad_args = hub.call("add", {"a": "x"})
     assert bad_args.is_error and "valid integer" in bad_args.text

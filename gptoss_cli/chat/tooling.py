@@ -14,6 +14,7 @@ from gptoss_cli.tools.mcp_client import ToolHub, parse_server
 from gptoss_cli.tools.runner import Approval, ToolRunner, arguments_text, specs
 
 SHOWN_RESULT_CHARS = 300
+NO_ARGUMENTS = {"type": "object", "properties": {}, "additionalProperties": False}
 
 
 @dataclass
@@ -72,7 +73,7 @@ class Controls:
         from gptoss_cli.engine.constrain import Constraint
 
         if choice not in ("auto", "none") and calls == 0 and self.hub and choice in self.hub.tools:
-            return Constraint(tool=choice, tool_schema=self.hub.tools[choice].schema,
+            return Constraint(tool=choice, tool_schema=self.hub.tools[choice].schema or NO_ARGUMENTS,
                               thinking_budget=self.thinking_budget)
         return Constraint(schema=self.schema, thinking_budget=self.thinking_budget)
 

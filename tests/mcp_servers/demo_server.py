@@ -40,9 +40,9 @@ def echo_env(name: str) -> str:
 
 
 @server.tool()
-def fail(message: str = "boom") -> str:
+def fail(code: int = 1) -> str:
     """Always raises."""
-    raise ValueError(message)
+    raise ValueError(f"failed with code {code}")
 
 
 @server.tool()

@@ -1,0 +1,124 @@
+"""`gptoss chat` with MCP tools, end to end: real llama.cpp on the tiny random-weight GGUF, the SDK-written
+demo server (tests/mcp_servers). Random weights write gibberish, so the shapes are forced: --tool-choice
+makes the first step a call with schema-valid arguments, --thinking-budget 0 opens it at once, --schema
+makes the answer after the tool result valid JSON."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+pytest.importorskip("mcp")
+pexpect = pytest.importorskip("pexpect")
+jsonschema = pytest.importorskip("jsonschema")
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = f"{sys.executable} {Path(__file__).parent / 'mcp_servers' / 'demo_server.py'}"
+SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+          "additionalProperties": False}
+ANSI_SEQ = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _plain(screen: str) -> str:
+    """Terminal output as a user reads it: escape sequences removed, line wraps joined."""
+    return re.sub(r"\s+", " ", ANSI_SEQ.sub("", screen))
+
+
+def _chat(cli, gguf, *args):
+    return cli("chat", str(gguf), "--ctx-size", "1024", "--seed", "5", "--mcp", DEMO, "--thinking-budget", "0",
+               "--max-tokens", "160", "--json", *args)
+
+
+def test_forced_call_runs_with_yes_and_the_answer_follows_the_schema(cli, tiny_gguf, tmp_path):
+    log = tmp_path / "calls.log"
+    r = _chat(cli, tiny_gguf, "-p", "Add two numbers.", "--tool-choice", "add", "--yes",
+              "--schema", json.dumps(SCHEMA), "--mcp-env", f"CALL_LOG={log}")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    call = doc["tool_calls"][0]
+    assert call["server"] == "demo_server" and call["name"] == "add" and call["approved"] is True
+    assert call["result"] == str(call["arguments"]["a"] + call["arguments"]["b"])  # the server really ran it
+    assert call["seconds"] > 0 and log.read_text().startswith("add\n")
+    jsonschema.validate(json.loads(doc["final"]), SCHEMA)
+    assert doc["stop_reason"] == "return"
+    assert "tool add (demo_server)" in r.stderr  # the call is shown on stderr, stdout stays one document
+
+
+def test_one_shot_never_runs_a_call_without_yes_or_allow_tool(cli, tiny_gguf, tmp_path):
+    log = tmp_path / "calls.log"
+    r = _chat(cli, tiny_gguf, "-p", "Add two numbers.", "--tool-choice", "add", "--schema", json.dumps(SCHEMA),
+              "--mcp-env", f"CALL_LOG={log}")
+    assert r.returncode == 0, r.stderr
+    call = json.loads(r.stdout)["tool_calls"][0]
+    assert call["approved"] is False and "--yes or --allow-tool" in call["error"] and "result" not in call
+    assert not log.exists()  # nothing reached the server
+
+
+def test_a_tool_error_goes_back_to_the_model_and_the_chat_goes_on(cli, tiny_gguf):
+    r = _chat(cli, tiny_gguf, "-p", "Try it.", "--tool-choice", "fail", "--yes", "--schema", json.dumps(SCHEMA))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["tool_calls"][0]["error"] and doc["tool_calls"][0]["approved"] is True
+    jsonschema.validate(json.loads(doc["final"]), SCHEMA)
+
+
+def test_a_dying_server_is_withdrawn_and_the_chat_goes_on(cli, tiny_gguf):
+    r = _chat(cli, tiny_gguf, "-p", "Stop the server.", "--tool-choice", "die", "--yes",
+              "--schema", json.dumps(SCHEMA))
+    assert r.returncode == 0, r.stderr
+    assert "the MCP server demo_server stopped; its tools are withdrawn" in r.stderr
+    assert "withdrawn" in json.loads(r.stdout)["tool_calls"][0]["error"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--mcp", "/nonexistent/mcp-server"], "MCP server (/nonexistent/mcp-server): /nonexistent/mcp-server not found"),
+    (["--mcp", DEMO, "--tool-choice", "nope"], "--tool-choice nope: no such tool"),
+    (["--schema", "/nonexistent/schema.json"], "no such file"),
+])
+def test_bad_tool_options_are_one_line_and_exit_2(cli, tiny_gguf, args, needle):
+    r = cli("chat", str(tiny_gguf), "-p", "hi", *args)
+    assert r.returncode == 2, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr
+    assert r.stdout == ""
+
+
+def test_repl_asks_before_a_call_and_lists_tools(tiny_gguf, tmp_path):
+    import os
+
+    log = tmp_path / "calls.log"
+    env = {**os.environ, "TERM": "xterm", "COLUMNS": "100", "LINES": "30"}
+    child = pexpect.spawn(sys.executable, ["-m", "gptoss_cli", "chat", str(tiny_gguf), "--ctx-size", "1024",
+                                           "--seed", "3", "--mcp", DEMO, "--mcp-env", f"CALL_LOG={log}",
+                                           "--tool-choice", "add", "--thinking-budget", "0",
+                                           "--max-tokens", "60"],
+                          cwd=str(ROOT), env=env, encoding="utf-8", timeout=180, dimensions=(30, 100))
+    try:
+        child.expect_exact(">>> ")
+        child.sendline("/tools")
+        child.expect_exact(">>> ")
+        table = _plain(child.before)
+        assert "demo_server" in table and "add" in table and "Adds two integers." in table
+        child.sendline("add two numbers")
+        child.expect_exact("run it? [y]es / [n]o / [a]lways this tool: ")
+        shown = _plain(child.before)
+        assert "tool call: add (server demo_server)" in shown and '"a":' in shown
+        child.sendline("n")
+        child.expect_exact(">>> ")
+        assert "the user declined this call" in _plain(child.before)
+        assert not log.exists()
+        child.sendline("add again")
+        child.expect_exact("run it? [y]es / [n]o / [a]lways this tool: ")
+        child.sendline("y")
+        child.expect_exact(">>> ")
+        assert log.read_text() == "add\n"
+        child.sendline("/exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
