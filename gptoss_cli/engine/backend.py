@@ -103,6 +103,12 @@ class Backend:
         """Token ids of text; special tokens written as text (`<|start|>`) become their ids."""
         return self._model.tokenize(text)
 
+    def tokenize_plain(self, text: str) -> list[int]:
+        """Token ids of text with special-token spellings kept as text (message contents, tool results)."""
+        from gptoss_cli.engine.harmony import plain_pieces
+
+        return [t for piece in plain_pieces(text) for t in self._model.tokenize(piece, special=False)]
+
     def token_bytes(self, token: int) -> bytes:
         """The raw bytes of one token; special tokens give their text (`<|end|>`)."""
         n = self._lc.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, True)

@@ -30,6 +30,7 @@ STOP_IDS = frozenset({RETURN, CALL, ENDOFTEXT})
 
 _MAX_HEADER_CHARS = 256
 _RECIPIENT = re.compile(r"to=([^\s<]+)")
+_SPECIAL_CUT = re.compile(r"(?<=<)(?=\|)")
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,17 @@ def system_message(effort: str, date: str | None, function_tools: bool = False) 
             + ("\nCalls to these tools must go to the commentary channel: 'functions'." if function_tools else ""))
 
 
+Part = tuple[str, bool]  # (text, plain): plain text is tokenized without parsing special tokens
+
+
 def render_message(message: Message) -> str:
     """`<|start|>role[ to=R][<|channel|>ch][ type]<|message|>content<|end|>` (`<|call|>` ends a call)."""
+    return "".join(text for text, _ in message_parts(message))
+
+
+def message_parts(message: Message) -> list[Part]:
+    """A message as header, content and end; the content is plain text (a tool result that spells
+    `<|end|>` stays text, as openai-harmony renders it)."""
     head = message.role
     if message.recipient and message.recipient != "all":
         head += f" to={message.recipient}"
@@ -65,7 +75,7 @@ def render_message(message: Message) -> str:
     if message.content_type:
         head += f" {message.content_type}"
     end = "<|call|>" if message.role == "assistant" and message.recipient else "<|end|>"
-    return f"<|start|>{head}<|message|>{message.content}{end}"
+    return [(f"<|start|>{head}<|message|>", False), (message.content, True), (end, False)]
 
 
 def drop_earlier_analysis(messages: Sequence[Message]) -> list[Message]:
@@ -81,17 +91,42 @@ def render_prompt(messages: Sequence[Message], *, effort: str = "medium", date: 
 
     `tools` are `harmony_tools.ToolSpec`s, rendered into the developer message's `functions` namespace.
     """
-    parts = [render_message(Message("system", system_message(effort, date, function_tools=bool(tools))))]
+    return "".join(text for text, _ in prompt_parts(messages, effort=effort, date=date,
+                                                    instructions=instructions, tools=tools))
+
+
+def prompt_parts(messages: Sequence[Message], *, effort: str = "medium", date: str | None = None,
+                 instructions: str = "", tools: Sequence = ()) -> list[Part]:
+    """render_prompt as parts: control text (special tokens parsed) and plain content."""
+    parts = message_parts(Message("system", system_message(effort, date, function_tools=bool(tools))))
     developer = [f"# Instructions\n\n{instructions}"] if instructions else []
     if tools:
         from gptoss_cli.engine.harmony_tools import tools_section
 
         developer.append(tools_section(tools))
     if developer:
-        parts.append(render_message(Message("developer", "\n\n".join(developer))))
-    parts.extend(render_message(m) for m in drop_earlier_analysis(messages))
-    parts.append("<|start|>assistant")
-    return "".join(parts)
+        parts += message_parts(Message("developer", "\n\n".join(developer)))
+    for m in drop_earlier_analysis(messages):
+        parts += message_parts(m)
+    parts.append(("<|start|>assistant", False))
+    return parts
+
+
+def plain_pieces(text: str) -> list[str]:
+    """Text cut between every `<` and `|`: llama.cpp matches gpt-oss's special spellings even with special
+    parsing off (they are user-defined tokens), and no o200k token spans that cut, so the ids are those of
+    the uncut text as plain text."""
+    return _SPECIAL_CUT.split(text)
+
+
+def tokenize_parts(parts: Sequence[Part], tokenize: Callable[[str], list[int]],
+                   tokenize_plain: Callable[[str], list[int]]) -> list[int]:
+    """Token ids of prompt parts: control text with special tokens, content as plain text."""
+    out: list[int] = []
+    for text, plain in parts:
+        if text:
+            out += tokenize_plain(text) if plain else tokenize(text)
+    return out
 
 
 @dataclass

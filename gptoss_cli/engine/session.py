@@ -105,11 +105,15 @@ class Session:
                                      instructions=self.instructions, tools=self.tools)
 
     def fit(self, user: str, tokenize: Callable[[str], list[int]], reserve: int,
-            steps: Sequence[Message] = ()) -> tuple[list[int], int]:
-        """Prompt tokens leaving `reserve` tokens free, dropping oldest turns; returns (tokens, dropped)."""
+            steps: Sequence[Message] = (), tokenize_plain: Callable[[str], list[int]] | None = None
+            ) -> tuple[list[int], int]:
+        """Prompt tokens leaving `reserve` tokens free, dropping oldest turns; returns (tokens, dropped).
+
+        With tokenize_plain, message contents (user text, tool results, tool descriptions) are tokenized
+        without special tokens, as openai-harmony does: text that spells `<|end|>` cannot end a message."""
         first = self.start
         while True:
-            tokens = tokenize(self.render(user, steps))
+            tokens = self._tokens(user, steps, tokenize, tokenize_plain)
             if len(tokens) + reserve <= self.n_ctx or self.start >= len(self.turns):
                 break
             self.start += 1
@@ -119,6 +123,14 @@ class Session:
             raise BadInputError(None, f"the prompt is {len(tokens)} tokens, the context holds {self.n_ctx}",
                                 "Shorten the message or the instructions, or raise --ctx-size")
         return tokens, dropped
+
+    def _tokens(self, user: str, steps: Sequence[Message], tokenize: Callable[[str], list[int]],
+                tokenize_plain: Callable[[str], list[int]] | None) -> list[int]:
+        if tokenize_plain is None:
+            return tokenize(self.render(user, steps))
+        parts = harmony.prompt_parts(self.messages(user, steps), effort=self.effort, date=self.date,
+                                     instructions=self.instructions, tools=self.tools)
+        return harmony.tokenize_parts(parts, tokenize, tokenize_plain)
 
     def reset(self) -> None:
         """Forget the conversation; keep effort and instructions."""
@@ -202,7 +214,7 @@ def run_turn(session: Session, backend: TokenBackend, user: str, sampling: Sampl
     gens: list[_Gen] = []
     calls, dropped, told_limit, prompt = 0, 0, False, []
     while True:
-        prompt, d = session.fit(user, backend.tokenize, reserve, steps)
+        prompt, d = session.fit(user, backend.tokenize, reserve, steps, getattr(backend, "tokenize_plain", None))
         dropped += d
         used = sum(g.n for g in gens)
         room = session.n_ctx - len(prompt)
