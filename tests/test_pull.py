@@ -176,6 +176,39 @@ def test_corrupted_bytes_are_caught_and_refetched_once(hub, isolated_home):
     assert hashlib.sha256(data).hexdigest() == hub.repos[REPO].files[name].sha256
 
 
+def test_listing_without_sizes_takes_them_from_head_metadata(hub, isolated_home):
+    """A mirror that ignores blobs=true: sizes and checksums come from each file's HEAD, as hf_hub_download does."""
+    hub.faults.sizes_listed = False
+    hub.faults.corrupt["config.json"] = 1  # a git-blob-id checked file ...
+    hub.faults.corrupt["model-00002-of-00002.safetensors"] = 1  # ... and a sha256 checked one
+    result = run_cli("pull", "20b", "--json", env={"GPTOSS_PROGRESS": "1"})
+    assert result.returncode == 0, result.stderr
+    served = hub.repos[REPO].files
+    plan = {f["name"]: f for f in json.loads(result.stdout)["plan"]["files"]}
+    assert {n: f["size"] for n, f in plan.items()} == {n: served[n].size for n in NEEDED}
+    assert plan["model-00002-of-00002.safetensors"]["sha256"] == served["model-00002-of-00002.safetensors"].sha256
+    assert result.stderr.count("checksum mismatch") == 2  # both corruptions caught by the HEAD's checksums
+    assert "(0 B)" not in result.stderr
+    folder = snapshot(isolated_home)
+    for name in NEEDED:
+        assert (folder / name).read_bytes() == served[name].read(0, served[name].size), name
+    hub.reset_stats()
+    again = run_cli("pull", "20b")
+    assert again.returncode == 0 and "up to date" in again.stderr and hub.served == {}
+
+
+def test_an_empty_file_from_an_earlier_run_is_not_done(hub, isolated_home):
+    assert run_cli("pull", "20b").returncode == 0
+    config = snapshot(isolated_home) / "config.json"
+    blob = config.resolve()
+    blob.write_bytes(b"")  # what an old pull against a size-less listing left behind
+    hub.reset_stats()
+    result = run_cli("pull", "20b")
+    assert result.returncode == 0, result.stderr
+    assert set(hub.served) == {"config.json"}
+    assert config.read_bytes() == hub.repos[REPO].files["config.json"].read(0, hub.repos[REPO].files["config.json"].size)
+
+
 def test_corrupted_twice_fails_naming_the_file(hub, isolated_home):
     name = "model-00002-of-00002.safetensors"
     hub.faults.corrupt[name] = 2

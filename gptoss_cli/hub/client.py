@@ -82,7 +82,7 @@ class PlanFile:
     """One file to pull: remote metadata plus what is already on disk."""
 
     name: str
-    size: int
+    size: int | None  # None only until HEAD metadata fills in what a listing left out
     sha256: str | None  # LFS files
     blob_id: str | None  # git blob sha1 (the ETag of non-LFS files)
     present: bool = False
@@ -136,6 +136,12 @@ def blob_path(plan: Plan, etag: str) -> Path:
     return repo_storage(plan.repo_id) / "blobs" / etag
 
 
+def has_blob(plan: Plan, f: PlanFile) -> bool:
+    """Whether the cache already holds the file's bytes (a blob of the wrong size, e.g. empty, does not count)."""
+    blob = blob_path(plan, f.etag)
+    return blob.is_file() and blob.stat().st_size == f.size
+
+
 def partial_path(plan: Plan, f: PlanFile) -> Path:
     """Where a file's unfinished bytes live between runs (huggingface_hub's <etag>.incomplete naming)."""
     if plan.local_dir is None:
@@ -144,11 +150,14 @@ def partial_path(plan: Plan, f: PlanFile) -> Path:
 
 
 def _is_present(plan: Plan, f: PlanFile) -> bool:
+    path = plan.target / f.name
+    if not path.is_file() or path.stat().st_size != f.size:  # an empty or cut file is never done
+        return False
     if plan.local_dir is None:
-        return (plan.target / f.name).exists()
+        return True
     from huggingface_hub._local_folder import read_download_metadata
     meta = read_download_metadata(plan.local_dir, f.name)
-    return (plan.local_dir / f.name).is_file() and meta is not None and meta.etag == f.etag
+    return meta is not None and meta.etag == f.etag
 
 
 def make_plan(repo_id: str, revision: str | None, local_dir: Path | None, token: str | None) -> Plan:
@@ -166,24 +175,54 @@ def make_plan(repo_id: str, revision: str | None, local_dir: Path | None, token:
     files, skipped = [], []
     for s in info.siblings or []:
         check_name(s.rfilename)
-        size = s.lfs.size if s.lfs else (s.size or 0)
+        size = s.lfs.size if s.lfs else s.size
         if wanted(s.rfilename):
             files.append(PlanFile(s.rfilename, size, s.lfs.sha256 if s.lfs else None, s.blob_id))
         else:
-            skipped.append((s.rfilename, size))
+            skipped.append((s.rfilename, size or 0))
     names = {f.name for f in files}
     if "config.json" not in names or not names & {"model.safetensors.index.json", "model.safetensors"}:
         raise BadInputError(repo_id, "not a safetensors checkpoint (no config.json or model safetensors)",
                             "Pass 20b, 120b or a repo id of a gpt-oss model")
+    _complete_from_head(repo_id, info.sha, token, [f for f in files if f.size is None or not f.etag])
     target = local_dir if local_dir is not None else repo_storage(repo_id) / "snapshots" / info.sha
     plan = Plan(repo_id, revision, info.sha, target, local_dir, files, skipped)
     for f in files:
         f.present = _is_present(plan, f)
         part = partial_path(plan, f)
         f.partial = 0 if f.present or not part.is_file() else min(part.stat().st_size, f.size)
-        if not f.present and local_dir is None and blob_path(plan, f.etag).is_file():
+        if not f.present and local_dir is None and has_blob(plan, f):
             f.partial = f.size  # same bytes already cached for another revision: only a link is missing
     return plan
+
+
+def _complete_from_head(repo_id: str, commit: str, token: str | None, files: list[PlanFile]) -> None:
+    """A listing without sizes or hashes (a mirror that ignores blobs=true): take them from each file's HEAD
+    metadata, as hf_hub_download does (X-Linked-Size / X-Linked-Etag for LFS files, the git blob id otherwise)."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    def head(f: PlanFile) -> None:
+        url = hf_hub_url(repo_id, f.name, revision=commit, endpoint=endpoint())
+        meta = get_hf_file_metadata(url, token=token or False, endpoint=endpoint())
+        if meta.size is None or not meta.etag:
+            raise RunFailure(f.name, "the hub gave neither a size nor a checksum for this file",
+                             "Try again later, or pull from huggingface.co (unset HF_ENDPOINT)")
+        f.size = meta.size
+        if re.fullmatch(r"[0-9a-f]{64}", meta.etag):
+            f.sha256 = meta.etag
+        elif re.fullmatch(r"[0-9a-f]{40}", meta.etag):
+            f.blob_id = meta.etag
+        f.etag = meta.etag
+
+    if not files:
+        return
+    try:
+        with ThreadPoolExecutor(max_workers=min(8, len(files)), thread_name_prefix="head") as pool:
+            list(pool.map(head, files))
+    except GptossError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every hub failure becomes one typed error
+        raise translate(exc, repo_id, commit, token) from exc
 
 
 def preflight(plan: Plan, extra: int = 0) -> int:

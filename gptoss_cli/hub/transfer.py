@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
-from gptoss_cli.hub.client import (Callbacks, Plan, PlanFile, blob_path, cache_dir, endpoint, partial_path,
-                            repo_storage)
+from gptoss_cli.hub.client import (Callbacks, Plan, PlanFile, blob_path, cache_dir, endpoint, has_blob,
+                                   partial_path, repo_storage)
 from gptoss_cli.hub.errors import ChecksumMismatch, HubUnavailable
 
 
@@ -137,9 +137,13 @@ def fetch_file(plan: Plan, f: PlanFile, token: str | None, verify: bool, cb: Cal
     expected = f.sha256 or f.blob_id
     with WeakFileLock(lock):
         for attempt in (1, 2):
-            if plan.local_dir is None and blob_path(plan, f.etag).is_file():
+            if plan.local_dir is None and has_blob(plan, f):
                 break  # cached by another revision (or another process just finished it)
             digest = _transfer(meta.location, headers, partial, f, verify, cb, cancel)
+            got = partial.stat().st_size if partial.is_file() else 0
+            if got != f.size:  # what http_get does not check when it is told nothing is missing
+                raise HubUnavailable(f.name, f"received {got} bytes, the hub announced {f.size}",
+                                     "Run the same command again; it resumes")
             if digest is None or digest == expected:
                 break
             partial.unlink(missing_ok=True)
@@ -149,7 +153,7 @@ def fetch_file(plan: Plan, f: PlanFile, token: str | None, verify: bool, cb: Cal
                                        "The download was deleted; try again later or report it to the repo owner")
             cb.retry(f.name, "checksum mismatch, downloading it again")
         if plan.local_dir is None:
-            if not blob_path(plan, f.etag).is_file():
+            if not has_blob(plan, f):
                 os.replace(partial, blob_path(plan, f.etag))
         else:
             from huggingface_hub._local_folder import write_download_metadata
