@@ -9,13 +9,14 @@ from typing import Optional
 import typer
 
 from gptoss_cli import __version__
+from gptoss_cli.completion import complete_gguf_model, complete_recipe, complete_snapshot_model
 from gptoss_cli.errors import run_guarded
 
 app = typer.Typer(
     name="gptoss",
     help="gpt-oss from Hugging Face to a chat in your terminal: pull, quantize, chat.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion; see gptoss_cli/completion.py
     rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
 )
@@ -53,7 +54,8 @@ enough disk); 130 interrupted (finished bytes are kept; rerun resumes)."""
 
 @app.command(epilog=PULL_EXIT_CODES)
 def pull(
-    model: str = typer.Argument(..., help="20b, 120b, or a Hugging Face repo id of a gpt-oss model."),
+    model: str = typer.Argument(..., autocompletion=complete_snapshot_model,
+                                help="20b, 120b, or a Hugging Face repo id of a gpt-oss model."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Branch, tag or commit sha (default: main)."),
     local_dir: Optional[Path] = typer.Option(None, "--dir", help="Put the files in this folder instead of the HF cache."),
     token: Optional[str] = typer.Option(None, "--token", help="Hugging Face token (default: $HF_TOKEN or `hf auth login`).",
@@ -95,7 +97,8 @@ def list_models(json_out: bool = typer.Option(False, "--json", help="Print one J
 
 @app.command()
 def rm(
-    model: str = typer.Argument(..., help="20b, 120b, a repo id, a --dir folder or a .gguf path."),
+    model: str = typer.Argument(..., autocompletion=complete_snapshot_model,
+                                help="20b, 120b, a repo id, a --dir folder or a .gguf path."),
     gguf_only: bool = typer.Option(False, "--gguf-only", help="Keep the downloaded snapshot; delete only GGUFs."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
@@ -122,12 +125,14 @@ enough disk); 130 interrupted (nothing half-written is left)."""
 
 @app.command(epilog=QUANTIZE_EXIT_CODES)
 def quantize(
-    model: Optional[str] = typer.Argument(None, help="Snapshot folder, 20b/120b or a repo id "
-                                                     "(default: the last `gptoss pull`)."),
-    recipe: str = typer.Option("mxfp4", "--recipe", "-r", help="mxfp4 (default), f16, bf16, q8, experts-q4, "
-                                                               "experts-q3, experts-q2; see `gptoss recipes`."),
+    model: Optional[str] = typer.Argument(None, autocompletion=complete_snapshot_model,
+                                         help="Snapshot folder, 20b/120b or a repo id "
+                                              "(default: the last `gptoss pull`)."),
+    recipe: str = typer.Option("mxfp4", "--recipe", "-r", autocompletion=complete_recipe,
+                               help="mxfp4 (default), f16, bf16, q8, experts-q4, experts-q3, experts-q2; "
+                                    "see `gptoss recipes`."),
     output: list[str] = typer.Option([], "--output", "-o",
-                                     help="Output .gguf (default: $GPTOSS_HOME/models/gpt-oss-SIZE-RECIPE.gguf). "
+                                     help="Output .gguf (default: $GPTOSS_HOME/models/REPO-NAME-RECIPE.gguf). "
                                           "A type name (`--output q8_0`) sets output.weight's type instead."),
     experts: Optional[str] = typer.Option(None, "--experts", help="Type of all expert tensors (e.g. q4_k, mxfp4)."),
     attn: Optional[str] = typer.Option(None, "--attn", help="Type of attention q/k/v/o (e.g. q8_0)."),
@@ -167,7 +172,8 @@ def quantize(
 
 @app.command()
 def info(
-    model: Optional[str] = typer.Argument(None, help="A .gguf path or 20b/120b (default: the last GGUF written)."),
+    model: Optional[str] = typer.Argument(None, autocompletion=complete_gguf_model,
+                                         help="A .gguf path or 20b/120b (default: the last GGUF written)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Show a GGUF's metadata and its tensor classes x types x bytes.
@@ -191,7 +197,8 @@ CHAT_EXIT_CODES = """Exit codes: 0 answered; 1 the model failed to load or run, 
 
 @app.command(epilog=CHAT_EXIT_CODES)
 def chat(
-    model: Optional[str] = typer.Argument(None, help="A .gguf path or 20b/120b (default: the last GGUF written)."),
+    model: Optional[str] = typer.Argument(None, autocompletion=complete_gguf_model,
+                                         help="A .gguf path or 20b/120b (default: the last GGUF written)."),
     effort: str = typer.Option("medium", "--effort", "-e", help="Reasoning effort: low, medium or high."),
     show_thinking: bool = typer.Option(False, "--show-thinking", help="Show the model's thinking (dimmed)."),
     system: str = typer.Option("", "--system", "-s", help="Instructions for the model (the developer message)."),
@@ -268,7 +275,8 @@ SERVE_EXIT_CODES = """Exit codes: 0 stopped by SIGTERM; 1 the model failed to lo
 
 @app.command(epilog=SERVE_EXIT_CODES)
 def serve(
-    model: Optional[str] = typer.Argument(None, help="A .gguf path or 20b/120b (default: the last GGUF written)."),
+    model: Optional[str] = typer.Argument(None, autocompletion=complete_gguf_model,
+                                         help="A .gguf path or 20b/120b (default: the last GGUF written)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; beyond loopback needs a key or --no-auth."),
     port: int = typer.Option(8080, "--port", min=0, max=65535, help="Port (0: any free port; the URL is printed)."),
     parallel: int = typer.Option(4, "--parallel", "-np", min=1, max=64, help="Requests decoded together (slots)."),
@@ -323,8 +331,9 @@ PLAN_EXIT_CODES = """Exit codes: 0 it fits (the plan and a `gptoss chat` command
 
 @app.command(epilog=PLAN_EXIT_CODES)
 def plan(
-    model: Optional[str] = typer.Argument(None, help="A .gguf, a snapshot folder, 20b/120b or a repo id "
-                                                     "(default: the last GGUF written)."),
+    model: Optional[str] = typer.Argument(None, autocompletion=complete_gguf_model,
+                                         help="A .gguf, a snapshot folder, 20b/120b or a repo id "
+                                              "(default: the last GGUF written)."),
     ctx_size: int = typer.Option(8192, "--ctx-size", "--ctx", "-c", min=1, help="Context size in tokens."),
     vram: Optional[str] = typer.Option(None, "--vram", help="GPU memory to plan for, e.g. 24GB (default: free "
                                                            "memory of this machine's GPUs; 0: CPU only)."),
@@ -373,7 +382,8 @@ def recipes(json_out: bool = typer.Option(False, "--json", help="Print one JSON 
 
 @app.command()
 def imatrix(
-    model: Optional[str] = typer.Argument(None, help="A .gguf path or 20b/120b (default: the last GGUF written)."),
+    model: Optional[str] = typer.Argument(None, autocompletion=complete_gguf_model,
+                                         help="A .gguf path or 20b/120b (default: the last GGUF written)."),
     text: Optional[str] = typer.Option(None, "--text", help="Calibration text file (`-` reads stdin)."),
     from_file: Optional[Path] = typer.Option(None, "--from", help="Import an imatrix made by llama-imatrix "
                                                                   "(GGUF or legacy .dat) instead."),
@@ -468,4 +478,4 @@ def main() -> None:
     import faulthandler
 
     faulthandler.enable()
-    app()
+    app(prog_name="gptoss")  # also under `python -m gptoss_cli`: usage lines and completion say gptoss

@@ -145,6 +145,8 @@ def resolve_gguf(arg: str | None) -> Path:
     if path.is_file():
         return path
     if path.suffix == ".gguf":
+        if path.name == arg and (models_dir() / arg).is_file():
+            return models_dir() / arg  # a bare file name (what shell completion offers): the models folder's
         raise ModelNotFound(path, "no such file", "Check the path, or see `gptoss list`")
     candidates = model_ggufs(arg)
     if not candidates:
