@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shlex
 import threading
 import time
 from concurrent.futures import Future
@@ -18,77 +17,14 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from converters.errors import BadInputError, RunFailure
 from gptoss_cli.tools.results import ToolResult, describe_result
+from gptoss_cli.tools.servers import (RemoteTool, ServerSpec, ToolServerError, clean_schema, model_name,
+                                      parse_server, safe_name, start_error, unique_labels)
+
+__all__ = ["RemoteTool", "ServerSpec", "ToolHub", "ToolServerError", "parse_server"]
 
 START_TIMEOUT_S = 30.0
 CALL_TIMEOUT_S = 120.0
-
-
-class ToolServerError(BadInputError):
-    """An MCP server is missing, did not start, or did not complete the handshake."""
-
-    what = "MCP server"
-
-
-class ToolCallFailure(RunFailure):
-    """A tool call could not be made (server gone, timeout)."""
-
-    what = "tool call"
-
-
-@dataclass(frozen=True)
-class ServerSpec:
-    """How to reach one MCP server: a command line (stdio) or a streamable-HTTP URL."""
-
-    label: str
-    command: tuple[str, ...] = ()
-    url: str | None = None
-    env: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass
-class RemoteTool:
-    """A tool as its server lists it, and the name the model sees."""
-
-    server: str
-    name: str  # the name given to the model (unique across servers)
-    remote_name: str  # the name on its server
-    description: str = ""
-    schema: dict | None = None
-
-
-def parse_server(text: str, env_keys: list[str] | tuple[str, ...] = ()) -> ServerSpec:
-    """`--mcp "COMMAND ARGS"` or `--mcp https://…/mcp`; env_keys: `KEY` (from our environment) or `KEY=VALUE`."""
-    env: list[tuple[str, str]] = []
-    for item in env_keys:
-        key, eq, value = item.partition("=")
-        if not key:
-            raise BadInputError(None, f"--mcp-env {item!r} names no variable", "Use --mcp-env KEY or KEY=VALUE")
-        if not eq:
-            if key not in os.environ:
-                raise BadInputError(None, f"--mcp-env {key}: the variable is not set",
-                                    f"Set {key} or pass --mcp-env {key}=VALUE")
-            value = os.environ[key]
-        env.append((key, value))
-    text = text.strip()
-    if text.startswith(("http://", "https://")):
-        return ServerSpec(label=text, url=text, env=tuple(env))
-    try:
-        argv = tuple(os.path.expanduser(a) for a in shlex.split(text))
-    except ValueError as exc:
-        raise BadInputError(None, f"--mcp {text!r}: {exc}", "Quote the server command as one argument") from None
-    if not argv:
-        raise BadInputError(None, "--mcp is empty", 'Pass a command, e.g. --mcp "python my_tools.py"')
-    return ServerSpec(label=_label(argv), command=argv, env=tuple(env))
-
-
-def _label(argv: tuple[str, ...]) -> str:
-    """A short server name: the package or script, without flags and paths."""
-    words = [a for a in argv if not a.startswith("-")] or list(argv)
-    runner = Path(words[0]).name.rstrip("0123456789.") in ("npx", "uvx", "python", "node", "uv", "bunx", "deno")
-    pick = words[1] if runner and len(words) > 1 else words[0]
-    return Path(pick).name.removesuffix(".py").removesuffix(".js").removesuffix(".mjs")
 
 
 @dataclass
@@ -121,7 +57,7 @@ class ToolHub:
 
     def start(self) -> None:
         """Start every server and list its tools; on any failure stop the started ones and raise."""
-        labels = _unique_labels([s.label for s in self.specs])
+        labels = unique_labels([s.label for s in self.specs])
         self.servers = {label: _Server(spec) for label, spec in zip(labels, self.specs)}
         try:
             self._run(self._start_all(), self.start_timeout + 10)
@@ -129,7 +65,7 @@ class ToolHub:
             failed.sort(key=lambda item: isinstance(item[1].error, TimeoutError))  # a definite cause first
             if failed:
                 label, server = failed[0]
-                raise _start_error(server.spec, server.error, self._log_path(label))
+                raise start_error(server.spec, server.error, self._log_path(label))
         except BaseException:
             self.close()
             raise
@@ -273,14 +209,14 @@ class ToolHub:
         self.tools.clear()
         for label, server in self.servers.items():
             for t in server.tools:
-                name = t.name
+                name = model_name(t.name)
                 if name in self.tools:
-                    name = _safe(f"{label}_{t.name}")
-                    first = self.tools[t.name].server
+                    first = self.tools[name].server
+                    name = safe_name(f"{label}_{name}")
                     self.renamed.append(f"{label} and {first} both have a tool {t.name!r}: "
                                         f"{first}'s keeps the name, {label}'s is called {name!r}")
                 self.tools[name] = RemoteTool(label, name, t.name, t.description or "",
-                                              _schema(t.input_schema))
+                                              clean_schema(t.input_schema))
 
     def _withdraw(self, label: str) -> None:
         self.servers[label].alive = False
@@ -289,7 +225,7 @@ class ToolHub:
         self.withdrawn.append(label)
 
     def _log_path(self, label: str) -> Path | None:
-        return self.log_dir / f"{_safe(label)}.log" if self.log_dir else None
+        return self.log_dir / f"{safe_name(label)}.log" if self.log_dir else None
 
     def _errlog(self, label: str):
         path = self._log_path(label)
@@ -311,58 +247,8 @@ async def _list_all(session) -> list:
             return tools
 
 
-def _schema(schema) -> dict | None:
-    """An input schema for the model; an object with no properties is shown as a call without arguments.
-
-    Titles that only repeat the property name (pydantic writes `"title": "City"` for `city`) are dropped:
-    harmony would render each as a comment the model gains nothing from.
-    """
-    if not isinstance(schema, dict) or (schema.get("type") == "object" and not schema.get("properties")):
-        return None
-    return _untitled({k: v for k, v in schema.items() if k not in ("$schema", "additionalProperties", "title")})
-
-
-def _untitled(schema: dict) -> dict:
-    props = schema.get("properties")
-    if not isinstance(props, dict):
-        return schema
-    clean = {}
-    for key, value in props.items():
-        if isinstance(value, dict):
-            if value.get("title") == key.replace("_", " ").title():
-                value = {k: v for k, v in value.items() if k != "title"}
-            value = _untitled(value)
-        clean[key] = value
-    return {**schema, "properties": clean}
-
-
-def _safe(text: str) -> str:
-    return "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in text)
-
-
-def _unique_labels(labels: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for label in labels:
-        seen[label] = seen.get(label, 0) + 1
-        out.append(label if seen[label] == 1 else f"{label}-{seen[label]}")
-    return out
-
-
 def _unwrap(exc: BaseException) -> BaseException:
     """The first real error inside (nested) exception groups."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
-
-
-def _start_error(spec: ServerSpec, exc: BaseException, log: Path | None) -> ToolServerError:
-    where = spec.url or " ".join(spec.command)
-    if isinstance(exc, FileNotFoundError):
-        why, hint = f"{spec.command[0]} not found", "Install it or pass the full path to --mcp"
-    elif isinstance(exc, TimeoutError):
-        why, hint = str(exc), "Check that it is an MCP server speaking stdio (or streamable HTTP)"
-    else:
-        why = f"it did not start ({type(exc).__name__}: {exc})".replace("\n", " ")
-        hint = "Check the command" + (f"; its log is {log}" if log else "")
-    return ToolServerError(where, why, hint)
