@@ -7,6 +7,8 @@ converted to a lossless bf16 GGUF first and quantized by llama.cpp with exact pe
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 from collections import defaultdict
 from pathlib import Path
 
@@ -19,6 +21,8 @@ from converters.sizing import LOW_BIT_EXPERTS, SizePlan, check_imatrix, needs_im
 from converters.tensor_map import EXPERT_CLASSES
 from converters.snapshot import Snapshot
 from gptoss_cli import paths, ui
+
+HOLD_ENV = "GPTOSS_TEST_HOLD"
 
 @dataclasses.dataclass
 class QuantizeOptions:
@@ -128,7 +132,7 @@ def _write(folder: Path, out: Path, plan: SizePlan, imatrix, opts: QuantizeOptio
     if not plan.via_llama:
         with ui.byte_progress("converting") as advance:
             result = convert_checkpoint(folder, out, recipe=plan.spec.recipe.name, force=opts.force,
-                                        progress=lambda n, total, name: advance(n, total))
+                                        progress=_progress(advance))
         if result.bytes_written != plan.total_bytes:
             raise RunFailure(out, f"wrote {result.bytes_written} bytes, planned {plan.total_bytes}")
         return result
@@ -136,7 +140,7 @@ def _write(folder: Path, out: Path, plan: SizePlan, imatrix, opts: QuantizeOptio
 
     with ui.byte_progress("converting (lossless)") as conv, ui.byte_progress("quantizing") as quant:
         path = write_quantized(folder, out, plan, imatrix, opts.force,
-                               convert_progress=lambda n, total, name: conv(n, total),
+                               convert_progress=_progress(conv),
                                quant_progress=lambda n, total, name: quant(n, total), threads=opts.threads)
     snap = Snapshot(folder)
     try:
@@ -145,6 +149,21 @@ def _write(folder: Path, out: Path, plan: SizePlan, imatrix, opts: QuantizeOptio
         snap.close()
     return ConvertResult(path, plan.spec.name, plan.tensors, path.stat().st_size, input_bytes,
                          time.perf_counter() - started, [t.name for t in plan.tensors if t.note])
+
+
+def _progress(advance):
+    """advance() as a converter progress callback. Test seam: with GPTOSS_TEST_HOLD=FILE the first call also
+    creates FILE and then waits for a signal, so a test's Ctrl-C lands mid-write for certain (not for users)."""
+    marker = os.environ.get(HOLD_ENV)
+
+    def step(n: int, total: int, name: str) -> None:
+        advance(n, total)
+        if marker and not os.path.exists(marker):
+            Path(marker).write_text(name)
+            while True:
+                signal.pause()  # the SIGINT handler raises KeyboardInterrupt here, on the main thread
+
+    return step
 
 
 def class_rows(result) -> list[tuple[str, str, int, int]]:
