@@ -8,6 +8,7 @@ tiny 96-wide fixture checks that the fallbacks are predicted too.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +17,40 @@ from gguf import GGMLQuantizationType as T
 from gguf import GGUFReader
 
 from converters.fixture import FixtureShape, write_checkpoint
-from converters.recipes import RECIPES, get_recipe
-from converters.sizing import fallback, layer_of
-from converters.tensor_map import classify
+from converters.recipes import RECIPES
+from converters.sizing import fallback
 
 WIDE = FixtureShape(hidden=256, layers=4, experts=4, experts_per_tok=2, intermediate=256, heads=4, kv_heads=2,
                     head_dim=64, sliding_window=8, shards=1)
+# The README's recipe table, written out (not read from converters.recipes): types of expert gate/up, expert
+# down, the same two in the first and last layer (the "edge" rule), attention, token embeddings, output.
+# Router, norms, sinks and biases are F32 in every recipe. WIDE's 256-wide rows take K-quants unchanged.
+README_TABLE = {
+    "mxfp4":      ("MXFP4", "MXFP4", "MXFP4", "MXFP4", "Q8_0", "Q8_0", "Q8_0"),
+    "f16":        ("MXFP4", "MXFP4", "MXFP4", "MXFP4", "F16", "F16", "F16"),
+    "bf16":       ("MXFP4", "MXFP4", "MXFP4", "MXFP4", "BF16", "BF16", "BF16"),
+    "q8":         ("MXFP4", "MXFP4", "MXFP4", "MXFP4", "Q8_0", "Q8_0", "Q8_0"),
+    "experts-q4": ("Q4_K", "Q4_K", "Q4_K", "Q4_K", "Q8_0", "Q8_0", "Q8_0"),
+    "experts-q3": ("Q3_K", "Q3_K", "Q4_K", "Q4_K", "Q8_0", "Q8_0", "Q8_0"),
+    "experts-q2": ("Q2_K", "Q3_K", "Q3_K", "Q4_K", "Q8_0", "Q8_0", "Q8_0"),
+}
+EDGE_LAYERS = {0, WIDE.layers - 1}  # "first/last layers" of the 4-layer fixture
+
+
+def readme_type(recipe: str, name: str) -> str:
+    """The type the README's table gives the GGUF tensor `name` under `recipe`."""
+    gate_up, down, edge_gate_up, edge_down, attn, embed, output = README_TABLE[recipe]
+    layer = int(name.split(".")[1]) if name.startswith("blk.") else None
+    edge = layer in EDGE_LAYERS
+    if re.fullmatch(r"blk\.\d+\.ffn_(gate|up)_exps\.weight", name):
+        return edge_gate_up if edge else gate_up
+    if re.fullmatch(r"blk\.\d+\.ffn_down_exps\.weight", name):
+        return edge_down if edge else down
+    if re.fullmatch(r"blk\.\d+\.attn_(q|k|v|output)\.weight", name):
+        return attn
+    return {"token_embd.weight": embed, "output.weight": output}.get(name, "F32")
+
+
 WORDS = ("the model reads a long text about rivers mountains cities music numbers and the weather in spring "
          "while the engineer writes code tests and notes on quantization of experts layers and tokens").split()
 
@@ -70,20 +99,33 @@ def _quantize(run_cli, ckpt, out, recipe, extra, env):
     return path, planned
 
 
+def test_shipped_recipes_are_the_readme_table():
+    assert list(RECIPES) == list(README_TABLE)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", list(RECIPES))
+@pytest.mark.parametrize("recipe", list(README_TABLE))
 def test_recipe_file_matches_table_and_dry_run(wide_files, recipe):
     path, planned = wide_files[recipe]
     assert path.stat().st_size == planned["bytes"], "--dry-run must announce the written size to the byte"
-    rec, reader = get_recipe(recipe), GGUFReader(path)
-    for t in reader.tensors:
-        cls = classify(t.name)
-        assert t.tensor_type == rec.layer_type(cls, layer_of(t.name), WIDE.layers), f"{recipe}: {t.name}"
+    reader = GGUFReader(path)
+    got = {t.name: t.tensor_type.name for t in reader.tensors}
+    assert got == {name: readme_type(recipe, name) for name in got}
     assert reader.get_field("gptoss.recipe").contents() == recipe
     from gptoss_cli.engine.scorer import Scorer
 
     with Scorer(path, 64, gpu_layers=0) as llm:    # llama.cpp loads and runs it
         assert np.isfinite(llm.run(llm.tokenize("hello world"))).all()
+
+
+@pytest.mark.slow
+def test_q8_gives_identical_tensors_to_mxfp4(wide_files):
+    """README: "`q8` ... identical tensors to `mxfp4`": same names, types, shapes and bytes."""
+    q8, mx = GGUFReader(wide_files["q8"][0]), GGUFReader(wide_files["mxfp4"][0])
+    assert [t.name for t in q8.tensors] == [t.name for t in mx.tensors]
+    for a, b in zip(q8.tensors, mx.tensors):
+        assert (a.tensor_type, list(a.shape)) == (b.tensor_type, list(b.shape)), a.name
+        assert np.asarray(a.data).tobytes() == np.asarray(b.data).tobytes(), a.name
 
 
 @pytest.mark.slow
