@@ -105,6 +105,11 @@ def test_repl_asks_before_a_call_and_lists_tools(tiny_gguf, tmp_path):
         child.expect_exact(">>> ")
         table = _plain(child.before)
         assert "demo_server" in table and "add" in table and "Adds two integers." in table
+        child.sendline("/budget 7")
+        child.expect_exact(">>> ")
+        assert "thinking budget: 7" in _plain(child.before)
+        child.sendline("/budget 0")
+        child.expect_exact(">>> ")
         child.sendline("add two numbers")
         child.expect_exact("run it? [y]es / [n]o / [a]lways this tool: ")
         shown = _plain(child.before)

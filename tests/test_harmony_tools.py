@@ -333,3 +333,18 @@ def test_tool_loop_stops_at_max_tool_calls(tok):
     assert len(calls) == 2 and result.stats.stop_reason == "tool_limit"
     assert len(model.prompts) == 4  # two calls, one reply told the limit, then the turn ends
     assert "no more tool calls in this turn (the limit is 2)" in tok.decode(model.prompts[3])
+
+
+def test_saved_transcripts_keep_calls_results_and_tool_records(tok, tmp_path):
+    from gptoss_cli.engine.session import Sampling, Session, run_turn
+
+    session = Session(n_ctx=8192, date=DATE, tools=[WEATHER])
+    model = _Scripted(tok, [CALL_REPLY, FINAL_REPLY])
+    run_turn(session, model, "Weather in Oslo?", Sampling(), run_tool=lambda call: RESULT.content)
+    session.turns[-1].tool_calls = [{"name": "get_weather", "approved": True}]
+    path = session.save(tmp_path / "t.json")
+    other = Session(n_ctx=8192, date=DATE, tools=[WEATHER])
+    other.load(path)
+    assert other.render("next") == session.render("next")
+    assert "to=functions.get_weather" in other.render("next")
+    assert other.turns[0].tool_calls == [{"name": "get_weather", "approved": True}]
