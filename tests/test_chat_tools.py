@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,40 @@ def test_llama_cpp_tokenizes_untrusted_text_as_text(tiny_gguf):
             assert backend.tokenize_plain(text) == tok.encode(text, disallowed_special=())
     finally:
         backend.close()
+
+
+def test_ctrl_c_during_a_call_cancels_it_and_keeps_the_session(tiny_gguf, tmp_path):
+    import os
+
+    marker = tmp_path / "cancelled"
+    env = {**os.environ, "TERM": "xterm", "COLUMNS": "100", "LINES": "30"}
+    child = pexpect.spawn(sys.executable, ["-m", "gptoss_cli", "chat", str(tiny_gguf), "--ctx-size", "1024",
+                                           "--seed", "3", "--mcp", DEMO, "--mcp-env", f"MARKER={marker}",
+                                           "--tool-choice", "wait", "--thinking-budget", "0", "--yes",
+                                           "--max-tokens", "40"],
+                          cwd=str(ROOT), env=env, encoding="utf-8", timeout=180, dimensions=(30, 100))
+    try:
+        child.expect_exact(">>> ")
+        child.sendline("wait for it")
+        started = Path(f"{marker}.started")
+        deadline = time.monotonic() + 120
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert started.exists()
+        time.sleep(0.5)
+        child.sendintr()
+        child.expect_exact(">>> ", timeout=60)
+        screen = _plain(child.before)
+        assert "cancelled by the user" in screen and "interrupted" in screen
+        for _ in range(50):
+            if marker.exists():
+                break
+            time.sleep(0.2)
+        assert marker.read_text() == "cancelled"  # the server got notifications/cancelled
+        child.sendline("/stats")
+        child.expect_exact(">>> ")
+        assert re.search(r"stop reason\W+interrupted", _plain(child.before))
+        child.sendline("/exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)

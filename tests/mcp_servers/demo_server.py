@@ -71,6 +71,15 @@ async def sleep(seconds: float) -> str:
 
 
 @server.tool()
+async def wait() -> str:
+    """Waits 60 s (a call to cancel with Ctrl-C); writes $MARKER.started, and $MARKER when cancelled."""
+    marker = os.environ.get("MARKER")
+    if marker:
+        open(marker + ".started", "w").write("started")
+    return await sleep(60)
+
+
+@server.tool()
 def die() -> str:
     """Ends the server process."""
     os._exit(3)
