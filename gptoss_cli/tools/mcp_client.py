@@ -49,6 +49,7 @@ class ToolHub:
         self.tools: dict[str, RemoteTool] = {}
         self.renamed: list[str] = []  # notes on name clashes and how they were resolved
         self.withdrawn: list[str] = []  # servers found dead, not yet reported to the user
+        self._logs: list = []  # stderr files handed to the server processes
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="mcp", daemon=True)
         self._thread.start()
@@ -81,6 +82,8 @@ class ToolHub:
             pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        for log in self._logs:
+            log.close()
 
     def __enter__(self) -> "ToolHub":
         return self
@@ -109,7 +112,7 @@ class ToolHub:
             result = ToolResult(f"the tool did not answer within {self.call_timeout:.0f} s", True)
         except Exception as exc:  # noqa: BLE001 - any failure of the call goes back to the model
             result = ToolResult(f"{type(exc).__name__}: {exc}", True)
-            if not self._run(self._alive(server), 10):
+            if not self._alive_now(server):
                 self._withdraw(tool.server)
                 result = ToolResult(f"the MCP server {tool.server} stopped; its tools are withdrawn", True)
         result.seconds = time.perf_counter() - t0
@@ -196,6 +199,12 @@ class ToolHub:
 
     # -- helpers -----------------------------------------------------------------------------------
 
+    def _alive_now(self, server: _Server) -> bool:
+        try:
+            return self._run(self._alive(server), 10)
+        except Exception:  # noqa: BLE001 - no answer in time: treat it as gone
+            return False
+
     def _run(self, coro, timeout: float):
         future: Future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
@@ -230,16 +239,19 @@ class ToolHub:
     def _errlog(self, label: str):
         path = self._log_path(label)
         if path is None:
-            return open(os.devnull, "w")  # noqa: SIM115 - the subprocess owns it for its lifetime
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return open(path, "w", encoding="utf-8")  # noqa: SIM115
+            log = open(os.devnull, "w")  # noqa: SIM115 - closed by close()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            log = open(path, "w", encoding="utf-8")  # noqa: SIM115
+        self._logs.append(log)
+        return log
 
 
 async def _list_all(session) -> list:
+    from mcp import types
+
     tools, cursor = [], None
     while True:
-        from mcp import types
-
         page = await session.list_tools(params=types.PaginatedRequestParams(cursor=cursor) if cursor else None)
         tools.extend(page.tools)
         cursor = page.next_cursor
