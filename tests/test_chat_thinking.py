@@ -1,8 +1,11 @@
 """Thinking through the real CLI: `chat -p` hides it, `--show-thinking` shows it, no final answer is an error.
 
-The random-weight fixture never writes harmony channels, so the reply is a scripted token stream
-(GPTOSS_TEST_REPLY, gptoss_cli/chat/scripted.py): real harmony text, tokenized by llama.cpp with the tiny
-GGUF's vocabulary, fed through the CLI's own session, parser, stop handling and output paths.
+The random-weight fixture never writes harmony channels by itself. Two ways to get real channels:
+- forced structure on the fixture (`--schema` opens the analysis channel, `--thinking-budget` closes it and
+  opens the answer): real llama.cpp sampling, gibberish text, real channels;
+- a scripted token stream (GPTOSS_TEST_REPLY, gptoss_cli/chat/scripted.py): readable harmony text,
+  tokenized by llama.cpp with the tiny GGUF's vocabulary, fed through the CLI's own session, parser, stop
+  handling and output paths.
 """
 
 from __future__ import annotations
@@ -72,6 +75,30 @@ def test_thinking_without_a_final_answer_is_an_error(cli, tiny_gguf, script, arg
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: no answer") and f"({why})" in lines[0], r.stderr
     assert "--max-tokens" in lines[0] and THINKING not in r.stderr
+
+
+FORCED = ["--seed", "7", "--schema", '{"enum": ["four"]}', "--thinking-budget", "12"]
+
+
+@pytest.mark.slow
+def test_forced_channels_on_the_fixture_thinking_hidden_or_shown(cli, tiny_gguf):
+    """Sampled thinking (12 tokens) then a grammar-forced answer; the same seed gives the same reply each run."""
+    doc = json.loads(_chat(cli, tiny_gguf, *FORCED, "--json", env={}).stdout)
+    assert doc["final"] == '"four"' and doc["stop_reason"] == "return"
+    thinking = doc["analysis"].strip()
+    assert thinking and doc["tokens"]["analysis"] >= 12
+    plain = _chat(cli, tiny_gguf, *FORCED, env={})
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout == '"four"\n' and thinking not in plain.stdout + plain.stderr
+    shown = _chat(cli, tiny_gguf, *FORCED, "--show-thinking", env={})
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == '"four"\n' and thinking in shown.stderr
+
+
+def test_forced_thinking_cut_by_max_tokens_is_no_answer(cli, tiny_gguf):
+    r = _chat(cli, tiny_gguf, *FORCED, "--max-tokens", "8", env={})
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.startswith("error: no answer") and "(length)" in r.stderr
 
 
 def _spawn(gguf, env: dict, *args):
