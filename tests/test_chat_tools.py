@@ -47,8 +47,23 @@ def test_forced_call_runs_with_yes_and_the_answer_follows_the_schema(cli, tiny_g
     assert call["result"] == str(call["arguments"]["a"] + call["arguments"]["b"])  # the server really ran it
     assert call["seconds"] > 0 and log.read_text().startswith("add\n")
     jsonschema.validate(json.loads(doc["final"]), SCHEMA)
-    assert doc["stop_reason"] == "return"
+    assert doc["stop_reason"] == "return" and doc["analysis"] == ""  # --thinking-budget 0: no thinking
     assert "tool add (demo_server)" in r.stderr  # the call is shown on stderr, stdout stays one document
+
+
+def test_schema_file_and_thinking_budget_without_tools(cli, tiny_gguf, tmp_path):
+    """The issue's `--schema person.json --json | jq -r .final`, with a budget so random weights finish."""
+    person = {"type": "object", "properties": {"age": {"type": "integer"},
+                                               "city": {"type": "string", "enum": ["Oslo", "Bergen"]}},
+              "required": ["age", "city"], "additionalProperties": False}
+    path = tmp_path / "person.json"
+    path.write_text(json.dumps(person))
+    r = cli("chat", str(tiny_gguf), "--ctx-size", "1024", "--seed", "5", "-p", "Ann is 31 and lives in Oslo.",
+            "--schema", str(path), "--thinking-budget", "4", "--max-tokens", "80", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    jsonschema.validate(json.loads(doc["final"]), person)
+    assert 1 <= doc["tokens"]["analysis"] <= 5 and doc["tool_calls"] == []
 
 
 def test_one_shot_never_runs_a_call_without_yes_or_allow_tool(cli, tiny_gguf, tmp_path):
