@@ -23,7 +23,7 @@ from gptoss_cli.tools.servers import (RemoteTool, ServerSpec, ToolServerError, c
 
 __all__ = ["RemoteTool", "ServerSpec", "ToolHub", "ToolServerError", "parse_server"]
 
-START_TIMEOUT_S = 30.0
+START_TIMEOUT_S = 60.0  # `npx -y PACKAGE` downloads on its first run
 CALL_TIMEOUT_S = 120.0
 
 
