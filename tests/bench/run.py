@@ -1,6 +1,6 @@
 """`make bench`: every benchmark in one run, printed as tables and written as JSON.
 
-    python -m tests.bench.run --out bench-out [--only convert,chat,offload,pull,recipes,rpc]
+    python -m tests.bench.run --out bench-out [--only convert,chat,offload,pull,recipes,rpc,serve]
 """
 
 from __future__ import annotations
@@ -102,8 +102,31 @@ def bench_rpc(out: Path) -> dict:
     return result
 
 
+def bench_serve(out: Path) -> dict:
+    from converters.convert import convert_checkpoint
+    from converters.fixture import write_checkpoint
+
+    fixture = out / "fixture6-mxfp4.gguf"
+    if not fixture.exists():
+        convert_checkpoint(write_checkpoint(out / "fixture6", "tiny6", seed=0, force=True), fixture, "mxfp4",
+                           force=True)
+    console.print("[bold]serve: gptoss serve vs llama-server -np 8 and llama-cpp-python's server, "
+                  "64 tokens per stream (fixture, then slice)")
+    result = {name: _optional("serve_bench", lambda m: m.run(gguf, workdir=out))
+              for name, gguf in (("fixture", fixture), ("slice", _slice_gguf(out)))}
+    for name, r in result.items():
+        t = Table(title=f"serve ({name}): {r.get('cpu')}, load average {r.get('loadavg')}")
+        for col in ("server", "streams", "tok/s", "TTFT p50 ms", "TTFT p95 ms", "vs llama-server"):
+            t.add_column(col, justify="right")
+        for row in r.get("rows", []):
+            t.add_row(row["server"], str(row["streams"]), str(row["tok_s"]), str(row["ttft_p50_ms"]),
+                      str(row["ttft_p95_ms"]), str(row.get("vs_llama_server", "")))
+        console.print(t)
+    return result
+
+
 BENCHES = {"convert": bench_convert, "chat": bench_chat, "offload": bench_offload, "pull": bench_pull,
-           "recipes": bench_recipes, "rpc": bench_rpc}
+           "recipes": bench_recipes, "rpc": bench_rpc, "serve": bench_serve}
 
 
 def main(argv: list[str] | None = None) -> int:
