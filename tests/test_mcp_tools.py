@@ -245,3 +245,14 @@ def test_published_everything_server_from_npm(tmp_path):
         assert "hello 🙂" in hub.call("echo", {"message": "hello 🙂"}).text
         text = harmony.render_prompt([harmony.Message("user", "hi")], tools=specs(hub))
         assert "type echo = (_: {" in text
+
+
+def test_schema_keywords_the_grammar_cannot_enforce_are_named():
+    from gptoss_cli.chat.tooling import unenforced
+
+    schema = {"type": "object", "properties": {
+        "age": {"type": "integer", "minimum": 0, "maximum": 150},
+        "tags": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+        "name": {"type": "string", "enum": ["minimum"], "default": {"not": 1}}}}
+    assert unenforced(schema) == ["maximum", "minimum", "uniqueItems"]
+    assert unenforced({"type": "object", "properties": {"a": {"type": "string", "pattern": "^a+$"}}}) == []

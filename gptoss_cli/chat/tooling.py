@@ -15,6 +15,9 @@ from gptoss_cli.tools.runner import Approval, ToolRunner, arguments_text, specs
 
 SHOWN_RESULT_CHARS = 300
 NO_ARGUMENTS = {"type": "object", "properties": {}, "additionalProperties": False}
+# JSON-schema keywords llama-cpp-python's schema -> grammar converter does not enforce.
+UNENFORCED = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "uniqueItems", "not",
+              "if", "then", "else", "patternProperties", "dependentRequired", "dependentSchemas")
 
 
 @dataclass
@@ -122,7 +125,25 @@ def load_schema(text: str) -> dict:
     from gptoss_cli.engine.constrain import grammar_for
 
     grammar_for(schema)  # unsupported schemas fail here, before the model loads
+    ignored = unenforced(schema)
+    if ignored:
+        ui.warn(f"--schema: {', '.join(ignored)} cannot be enforced while generating; the answer has the "
+                "schema's shape but may break these")
     return schema
+
+
+def unenforced(schema) -> list[str]:
+    """The keywords in a schema that the grammar cannot enforce (sorted, each once)."""
+    found: set[str] = set()
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            found.update(k for k in node if k in UNENFORCED)
+            stack.extend(v for k, v in node.items() if k not in ("enum", "const", "default", "examples"))
+        elif isinstance(node, list):
+            stack.extend(node)
+    return sorted(found)
 
 
 def show_call(record: dict) -> None:
