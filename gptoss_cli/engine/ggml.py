@@ -7,6 +7,7 @@ function is looked up once per process in the libraries llama-cpp-python install
 from __future__ import annotations
 
 import ctypes
+import os
 from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
@@ -59,13 +60,30 @@ def lib() -> SimpleNamespace:
 
     llama_log()
     lib_dir = Path(llama_cpp.__file__).parent / "lib"
-    libs = {name: load_shared_library(name, lib_dir) for name in ("ggml", "ggml-base")}
+    libs = {name: _loaded(name) or load_shared_library(name, lib_dir) for name in ("ggml", "ggml-base")}
     fns = {}
     for name, (where, args, res) in _SIGNATURES.items():
         fn = getattr(libs[where], name)
         fn.argtypes, fn.restype = args, res
         fns[name.removeprefix("ggml_backend_")] = fn
     return SimpleNamespace(**fns)
+
+
+def _loaded(name: str) -> ctypes.CDLL | None:
+    """The copy of lib{name} that libllama itself loaded, by its soname; None where that does not apply.
+
+    A wheel holds libggml.so, libggml.so.0 and libggml.so.0.x as separate files, and libllama links the
+    `.so.0` one: dlopen'ing another by path maps a second, separate ggml (its own backend registry, its
+    own abort callback), which llama.cpp never sees.
+    """
+    if not hasattr(os, "RTLD_NOLOAD"):
+        return None
+    for soname in (f"lib{name}.so.0", f"lib{name}.0.dylib"):
+        try:
+            return ctypes.CDLL(soname, mode=os.RTLD_NOLOAD)
+        except OSError:
+            continue
+    return None
 
 
 def devices() -> list[int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Callable
 
 from converters.errors import RunFailure
@@ -59,12 +60,17 @@ def on_worker_lost(saver: Callable[[], str | None]) -> Callable[[], None]:
     return lambda: _GUARD.savers.remove(saver) if saver in _GUARD.savers else None
 
 
-def lost_worker(endpoints: list[Endpoint], timeout: float = 2.0) -> Endpoint | None:
-    """The first worker that no longer accepts connections; None when all still do."""
-    for endpoint in endpoints:
-        if probe(endpoint, timeout) is not None:
-            return endpoint
-    return None
+def lost_worker(endpoints: list[Endpoint], timeout: float = 2.0, settle_s: float = 2.0) -> Endpoint | None:
+    """The first worker that no longer accepts connections; None when all still do after settle_s (a killed
+    worker's client socket can close a moment before its listening one)."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        for endpoint in endpoints:
+            if probe(endpoint, timeout) is not None:
+                return endpoint
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.1)
 
 
 def lost_message(ggml_message: str, endpoints: list[Endpoint], notes: list[str]) -> str:
