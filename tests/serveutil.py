@@ -75,7 +75,10 @@ class Served:
 def start(gguf: Path, *args: str, key: str | None = None, key_dir: Path | None = None,
           timeout: float = 240) -> Served:
     """Start `gptoss serve GGUF --port 0 ARGS`, wait for the URL it prints."""
-    cmd = [sys.executable, "-m", "gptoss_cli", "serve", str(gguf), "--port", "0", "--gpu-layers", "0", *args]
+    # One thread: the suite runs on two xdist workers on small machines, and llama.cpp's spinning thread
+    # barrier collapses (30x slower here) when its threads outnumber the free cores.
+    cmd = [sys.executable, "-m", "gptoss_cli", "serve", str(gguf), "--port", "0", "--gpu-layers", "0",
+           "--threads", "1", *args]
     if key is not None:
         key_file = key_dir / "key"
         key_file.write_text(key + "\n")

@@ -111,7 +111,7 @@ def test_grammar_from_schema_and_bad_schema():
 def backend(tiny_gguf):
     from gptoss_cli.engine.backend import Backend, BackendOptions
 
-    b = Backend(tiny_gguf, BackendOptions(ctx_size=2048, seed=3, gpu_layers=0))
+    b = Backend(tiny_gguf, BackendOptions(ctx_size=2048, seed=3, gpu_layers=0, threads=1))
     yield b
     b.close()
 

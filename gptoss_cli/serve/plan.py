@@ -106,15 +106,18 @@ def effort(value: Any, param: str, default: str) -> str:
 
 
 def tool_specs(tools: Any, *, nested: bool) -> list[ToolSpec]:
-    """Function tools; chat completions nest them under "function", the Responses API does not."""
+    """Function tools; chat completions nest them under "function", the Responses API does not. Other tool
+    types are left out: gpt-oss only sees functions."""
     if tools is None:
         return []
     if not isinstance(tools, list):
         raise bad("tools", "expected an array")
     specs = []
     for i, tool in enumerate(tools):
-        if not isinstance(tool, dict) or tool.get("type", "function") != "function":
-            raise bad(f"tools[{i}]", "only function tools are supported")
+        if not isinstance(tool, dict):
+            raise bad(f"tools[{i}]", "expected an object")
+        if tool.get("type", "function") != "function":
+            continue   # hosted or custom tools (web_search, local_shell, ...) that clients like Codex also send
         fn = tool.get("function") if nested else tool
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
             raise bad(f"tools[{i}].name", "a function tool needs a name")
