@@ -195,6 +195,36 @@ def test_plan_shows_each_workers_memory(cli, tiny_gguf, workers):
     assert table.returncode == 0 and workers[0].endpoint in table.stdout and "KV cache" in table.stdout
 
 
+LOAD_LOG = """
+import json, sys
+from gptoss_cli.engine.loader import LoadOptions, load_model
+from gptoss_cli.rpc.client import connect, offload_devices
+workers = connect(sys.argv[2])
+for split in json.loads(sys.argv[3]):
+    lines = []
+    load_model(sys.argv[1], LoadOptions(devices=offload_devices(workers), tensor_split=split), lines).close()
+    print(json.dumps([line.split()[-4].rstrip(",") for line in lines if "assigned to device" in line]))
+"""
+
+
+@needs_rpc
+def test_plan_split_is_llama_cpps(cli, tiny_gguf, workers):
+    """The layer -> device split of `plan --rpc` (by free memory) and of --fit (layers per device) is the
+    one llama.cpp makes, as its own load log says."""
+    from gptoss_cli.memory.multi import split_devices
+
+    spec = ",".join(w.endpoint for w in workers)
+    plan = json.loads(cli("plan", str(tiny_gguf), "--rpc", spec, "--ctx-size", "512", "--json").stdout)
+    planned = [d["name"].split(" ")[0] for il in range(5) for d in plan["devices"]
+               if il in d["layers"] or (il == 4 and d["output"])]
+    r = subprocess.run([sys.executable, "-c", LOAD_LOG, str(tiny_gguf), spec, "[null, [1.0, 4.0]]"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    by_free, by_split = map(json.loads, r.stdout.splitlines())
+    assert by_free == planned                       # layers 0-3 and the output layer (4)
+    assert by_split == [f"RPC{d}" for d in split_devices(4, [1, 4])]
+
+
 @needs_rpc
 def test_worker_killed_mid_reply(tiny_gguf, tmp_path):
     """The REPL over two workers; the second dies while a reply streams: exit 1 within seconds, one line
