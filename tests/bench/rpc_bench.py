@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -69,7 +70,7 @@ def _chat(gguf: Path, tokens: int, ctx: int, rpc: str | None) -> dict:
 def _machine() -> dict:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return {"cpu": model, "cores": os.cpu_count(), "loadavg_before": os.getloadavg()}
+    return {"cpu": model, "cores": os.cpu_count(), "loadavg_before": [round(x, 2) for x in os.getloadavg()]}
 
 
 def run(gguf: Path, tokens: int = 64, ctx: int = 2048, out: Path | None = None) -> dict:
@@ -93,7 +94,8 @@ def run(gguf: Path, tokens: int = 64, ctx: int = 2048, out: Path | None = None) 
     result["same_greedy_answer"] = len({r.pop("answer") for r in result["rows"]}) == 1
     result["cache_mb"] = round(sum(p.stat().st_size for p in work.rglob("*") if p.is_file()
                                    and p.parent.name.startswith("cache")) / 2**20, 1)
-    result["loadavg_after"] = os.getloadavg()
+    result["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    shutil.rmtree(work, ignore_errors=True)   # the workers' caches hold a copy of the weights
     return result
 
 
