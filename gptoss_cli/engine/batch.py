@@ -67,7 +67,8 @@ class _Slot:
 class BatchEngine:
     """A loaded model with `parallel` slots and a waiting queue of `queue` jobs."""
 
-    def __init__(self, model_path: Path, opts: BackendOptions, parallel: int = 4, queue: int = 16) -> None:
+    def __init__(self, model_path: Path, opts: BackendOptions, parallel: int = 4, queue: int = 16,
+                 chunk: int | None = None) -> None:
         import llama_cpp as lc
 
         if parallel < 1:
@@ -80,6 +81,7 @@ class BatchEngine:
         self.n_ctx_seq: int = lc.llama_n_ctx_seq(self._ctx)
         self.n_swa = self.backend.n_swa
         self.n_batch = min(2048, self.n_ctx_seq)
+        self.chunk = min(chunk or self.n_batch, self.n_batch)   # most prompt tokens one step takes
         self._batch = lc.llama_batch_init(self.n_batch, 0, parallel)
         self._slots = [_Slot(i) for i in range(parallel)]
         self._waiting: deque[Job] = deque()
@@ -214,7 +216,7 @@ class BatchEngine:
         for slot in self._slots:   # prompt chunks fill the rest of the batch
             if slot.job is None or not slot.todo or n >= self.n_batch:
                 continue
-            chunk = slot.todo[:self.n_batch - n]
+            chunk = slot.todo[:min(self.n_batch - n, self.chunk)]
             last = len(chunk) == len(slot.todo)
             for i, token in enumerate(chunk):
                 n = self._add(n, token, len(slot.cached) + i, slot.seq,
