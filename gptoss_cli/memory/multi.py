@@ -165,7 +165,8 @@ def multi_rows(plan: MultiPlan) -> list[tuple[str, str, str]]:
         if with_experts:
             rows.append((s.name, f"experts of {_layers(with_experts[0], with_experts[-1] + 1)}",
                          gib(s.bytes["experts"])))
-        rows.append((s.name, f"KV cache of {len(s.layers)} layers", gib(s.bytes["kv_cache"])))
+        n = len(s.layers)
+        rows.append((s.name, f"KV cache of {n} layer{'s' if n != 1 else ''}", gib(s.bytes["kv_cache"])))
         rows.append((s.name, f"needed with {MARGIN:.0%} margin and compute buffer / free",
                      f"{gib(s.needed)} / {gib(s.free)}"))
     rows.append(("RAM", "token embeddings", gib(plan.ram["token_embd"])))
