@@ -139,6 +139,15 @@ def test_something_else_on_the_port_is_named(cli, tiny_gguf):
 
 
 @needs_rpc
+def test_worker_unknown_device_and_busy_port(cli, workers):
+    r = cli("worker", "--port", str(free_port()), "--device", "NOPE0")
+    assert r.returncode == 2 and "no such device" in r.stderr and "CPU" in r.stderr
+    busy = cli("worker", "--port", str(workers[0].port))
+    assert busy.returncode == 1 and f"worker failed (127.0.0.1:{workers[0].port}): cannot listen" in busy.stderr
+    assert len(busy.stderr.strip().splitlines()) == 1 and busy.stdout == ""
+
+
+@needs_rpc
 def test_worker_banner_names_endpoint_and_memory(workers):
     for w in workers:
         assert w.banner.startswith(f"gptoss worker on {w.endpoint}: CPU")
