@@ -82,8 +82,9 @@ def run_plan(model: str | None, ctx: int, vram: str | None, ram: str | None, fla
         raise DoesNotFit(shape.name, plan.reason, advice(plan, flash_attn_used(flash_attn)))
 
 
-def fit(model_path: Path, ctx: int, flash_attn: str = "auto", workers: list | None = None):
-    """`chat --fit`: plan from the GGUF and this machine's free memory; the table goes to stderr."""
+def fit(model_path: Path, ctx: int, flash_attn: str = "auto", workers: list | None = None) -> Plan | MultiPlan:
+    """`chat --fit`: plan from the GGUF and this machine's free memory (with workers: theirs, over all
+    devices); the table goes to stderr."""
     from gptoss_cli import ui
 
     shape = shape_from_gguf(model_path)
