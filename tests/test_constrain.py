@@ -116,19 +116,20 @@ def backend(tiny_gguf):
     b.close()
 
 
-def _run(backend, constraint: Constraint, max_tokens: int = 120) -> harmony.StreamParser:
+def _run(backend, constraint: Constraint, max_tokens: int = 120, temperature: float = 1.0) -> harmony.StreamParser:
     prompt = backend.tokenize(harmony.render_prompt([harmony.Message("user", "Tell me about Ann.")]))
     ctl = Controller(constraint, backend.tokenize, backend.token_bytes)
     parser = harmony.StreamParser(backend.token_bytes)
-    for token in backend.generate(prompt, temperature=1.0, top_p=1.0, max_tokens=max_tokens,
+    for token in backend.generate(prompt, temperature=temperature, top_p=1.0, max_tokens=max_tokens,
                                   stop=set(harmony.STOP_IDS), control=ctl):
         parser.feed(token)
     parser.finish()
     return parser
 
 
-def test_schema_answer_on_random_weights_is_valid_json(backend):
-    parser = _run(backend, Constraint(schema=PERSON, thinking_budget=8))
+@pytest.mark.parametrize("temperature", [0.0, 1.0])   # greedy and sampled draws both go through the grammar check
+def test_schema_answer_on_random_weights_is_valid_json(backend, temperature):
+    parser = _run(backend, Constraint(schema=PERSON, thinking_budget=8), temperature=temperature)
     analysis = [m for m in parser.messages if m.channel == "analysis"]
     assert len(analysis) == 1 and analysis[0].content
     assert parser.stop_reason == "return"

@@ -144,8 +144,8 @@ class Backend:
                 elif control is None:
                     token = sample(sampler, ctx, -1)
                 else:
-                    chain = chains.get(control.grammar) if control.grammar_active else sampler
-                    token = control.choose(sample(chain, ctx, -1))
+                    token = control.choose(chains.sample(control.grammar, ctx, -1) if control.grammar_active
+                                           else sample(sampler, ctx, -1))
                 if control is not None:
                     forced += control.commit(token)
                 yield token

@@ -251,8 +251,10 @@ class BatchEngine:
         if slot.forced:
             token = slot.forced.pop(0)
         else:
-            chain = slot.chains.get(ctl.grammar) if ctl is not None and ctl.grammar_active else slot.sampler
-            token = self._lc.llama_sampler_sample(chain, self._ctx, idx)
+            if ctl is not None and ctl.grammar_active:
+                token = slot.chains.sample(ctl.grammar, self._ctx, idx)
+            else:
+                token = self._lc.llama_sampler_sample(slot.sampler, self._ctx, idx)
             if ctl is not None:
                 token = ctl.choose(token)
         if ctl is not None:

@@ -5,8 +5,8 @@ A `Controller` follows one reply token by token. The decode loop (chat's `Backen
 
     queue = ctl.begin()                      # tokens to emit first (forced, not sampled)
     each step:
-        token = queue.pop(0) if queue else ctl.choose(sample(chains.get(ctl.grammar) if ctl.grammar_active
-                                                              else chain))
+        token = queue.pop(0) if queue else ctl.choose(chains.sample(ctl.grammar, ctx, i) if ctl.grammar_active
+                                                      else sample(chain))
         queue += ctl.commit(token)           # record it; forced tokens that must follow
         emit token (it goes to the model and to the harmony parser like any sampled one)
 
@@ -199,22 +199,12 @@ class Controller:
         return self._tokenize(FINAL_HEADER)
 
 
-def sampler_chain(vocab, *, temperature: float, top_p: float, seed: int | None, grammar: str | None = None):
-    """A llama.cpp sampler chain (caller frees it with llama_sampler_free); with a grammar, control tokens
-    other than the stop tokens are banned and the grammar filters the rest before sampling."""
+def sampler_chain(vocab, *, temperature: float, top_p: float, seed: int | None):
+    """A llama.cpp sampler chain (top_p, temperature, seeded draw; greedy at temperature 0); the caller frees
+    it with llama_sampler_free."""
     import llama_cpp as lc
 
     chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
-    if grammar is not None:
-        banned = [t for t in range(FIRST_SPECIAL_ID, LAST_SPECIAL_ID + 1) if t not in STOP_IDS]
-        bias = (lc.llama_logit_bias * len(banned))(*[lc.llama_logit_bias(t, float("-inf")) for t in banned])
-        n_vocab = lc.llama_vocab_n_tokens(vocab)
-        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_logit_bias(n_vocab, len(banned), bias))
-        gram = lc.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
-        if not gram:
-            lc.llama_sampler_free(chain)
-            raise BadInputError(None, "llama.cpp could not parse the grammar built from the JSON schema")
-        lc.llama_sampler_chain_add(chain, gram)
     if temperature <= 0:
         lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
         return chain
@@ -226,24 +216,85 @@ def sampler_chain(vocab, *, temperature: float, top_p: float, seed: int | None, 
     return chain
 
 
+class GrammarSampler:
+    """Samples under one grammar as llama.cpp's common sampler does: draw from the free distribution, check
+    that one token against the grammar, and only when it is refused filter the whole vocabulary (the grammar
+    check of every token costs ~10x a decode step of a small model). Control tokens other than the stop
+    tokens are never allowed."""
+
+    def __init__(self, vocab, grammar: str, chain) -> None:
+        import llama_cpp as lc
+        import numpy as np
+
+        self._lc, self._chain = lc, chain
+        self._grammar = lc.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+        if not self._grammar:
+            raise BadInputError(None, "llama.cpp could not parse the grammar built from the JSON schema")
+        self.n_vocab = lc.llama_vocab_n_tokens(vocab)
+        self._one = (lc.llama_token_data * 1)()
+        self._one_arr = lc.llama_token_data_array(self._one, 1, -1, False)
+        self._all = np.zeros(self.n_vocab, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+        self._banned = np.array([t for t in range(FIRST_SPECIAL_ID, min(LAST_SPECIAL_ID + 1, self.n_vocab))
+                                 if t not in STOP_IDS], dtype=np.int64)
+
+    def sample(self, ctx, idx: int) -> int:
+        """The next token at output idx, valid for the grammar; the grammar advances past it."""
+        lc = self._lc
+        token = lc.llama_sampler_sample(self._chain, ctx, idx)
+        if not (FIRST_SPECIAL_ID <= token and token not in STOP_IDS) and self._allows(token):
+            lc.llama_sampler_accept(self._grammar, token)
+            return token
+        return self._resample(ctx, idx)
+
+    def _allows(self, token: int) -> bool:
+        self._one[0].id, self._one[0].logit, self._one[0].p = token, 0.0, 0.0
+        self._one_arr.size, self._one_arr.selected, self._one_arr.sorted = 1, -1, False
+        self._lc.llama_sampler_apply(self._grammar, ctypes.byref(self._one_arr))
+        return self._one[0].logit != float("-inf")
+
+    def _resample(self, ctx, idx: int) -> int:
+        import numpy as np
+
+        lc = self._lc
+        logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, idx), shape=(self.n_vocab,))
+        cand = self._all
+        cand["id"] = np.arange(self.n_vocab, dtype=np.int32)
+        cand["logit"] = logits
+        cand["p"] = 0.0
+        cand["logit"][self._banned] = -np.inf
+        arr = lc.llama_token_data_array(cand.ctypes.data_as(lc.llama_token_data_p), self.n_vocab, -1, False)
+        lc.llama_sampler_apply(self._grammar, ctypes.byref(arr))
+        lc.llama_sampler_apply(self._chain, ctypes.byref(arr))
+        token = int(cand["id"][arr.selected])
+        lc.llama_sampler_accept(self._grammar, token)
+        lc.llama_sampler_accept(self._chain, token)
+        return token
+
+    def close(self) -> None:
+        """Free the grammar and the chain (idempotent)."""
+        for ptr in (self._grammar, self._chain):
+            if ptr:
+                self._lc.llama_sampler_free(ptr)
+        self._grammar = self._chain = None
+
+
 class GrammarChains:
-    """Sampler chains of one reply, one per grammar text, made when first needed; close() frees them."""
+    """The grammar samplers of one reply, one per grammar text, made when first needed; close() frees them."""
 
     def __init__(self, vocab, *, temperature: float, top_p: float, seed: int | None) -> None:
         self._vocab, self._args = vocab, dict(temperature=temperature, top_p=top_p, seed=seed)
-        self._chains: dict[str, int] = {}
+        self._samplers: dict[str, GrammarSampler] = {}
 
-    def get(self, grammar: str):
-        """The chain for this grammar."""
-        chain = self._chains.get(grammar)
-        if chain is None:
-            chain = self._chains[grammar] = sampler_chain(self._vocab, grammar=grammar, **self._args)
-        return chain
+    def sample(self, grammar: str, ctx, idx: int) -> int:
+        """The next token at output idx under this grammar."""
+        sampler = self._samplers.get(grammar)
+        if sampler is None:
+            sampler = GrammarSampler(self._vocab, grammar, sampler_chain(self._vocab, **self._args))
+            self._samplers[grammar] = sampler
+        return sampler.sample(ctx, idx)
 
     def close(self) -> None:
-        """Free every chain (idempotent)."""
-        import llama_cpp as lc
-
-        for chain in self._chains.values():
-            lc.llama_sampler_free(chain)
-        self._chains.clear()
+        """Free every sampler (idempotent)."""
+        for sampler in self._samplers.values():
+            sampler.close()
+        self._samplers.clear()
