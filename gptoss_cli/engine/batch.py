@@ -158,7 +158,14 @@ class BatchEngine:
                     if slot.job is not None and slot.job.cancelled:
                         self._end(slot, "cancelled")
                 if any(s.job for s in self._slots):
-                    self._step()
+                    try:
+                        self._step()
+                    except Exception as exc:  # noqa: BLE001 - fail the open jobs, keep serving the next ones
+                        for slot in self._slots:
+                            if slot.job is not None:
+                                self._lc.llama_memory_seq_rm(self._mem, slot.seq, 0, -1)
+                                slot.cached.clear()
+                                self._end(slot, f"error: {type(exc).__name__}: {exc}")
         finally:
             with self._cv:
                 waiting, self._waiting = list(self._waiting), deque()
