@@ -83,3 +83,13 @@ def test_local_folder_names_the_file(tiny_checkpoint, tmp_path, isolated_home):
     r = run_cli("quantize", str(folder), "--recipe", "q8", "--json")
     assert r.returncode == 0, r.stderr
     assert Path(json.loads(r.stdout)["path"]) == isolated_home / "gptoss" / "models" / "my-finetune-q8.gguf"
+
+
+def test_imatrix_default_name_is_where_quantize_looks_for_it(isolated_home):
+    from gptoss_cli.quant.imatrix import default_output
+    from gptoss_cli.quant.quantize import imatrix_path
+
+    # a fine-tune's importance matrix must not land under (and overwrite) the base model's
+    assert default_output(Path("gpt-oss-20b-ft-experts-q4.gguf")) == imatrix_path("gpt-oss-20b-ft")
+    assert default_output(Path("gpt-oss-20b-f16.gguf")) == imatrix_path("gpt-oss-20b")
+    assert default_output(Path("gpt-oss-120b-mxfp4-custom.gguf")) == imatrix_path("gpt-oss-120b")

@@ -7,13 +7,20 @@ from pathlib import Path
 from converters.errors import BadInputError, OutputError, RunFailure
 from converters.imatrix import Collector, Stats, load_imatrix, write_imatrix
 from gptoss_cli import paths, ui
+from gptoss_cli.quant.quantize import imatrix_path
 
 
 def default_output(model_path: Path) -> Path:
-    """gpt-oss-<size>.imatrix.gguf in the models folder, <size> taken from the GGUF's name."""
-    parts = model_path.stem.split("-")
-    size = parts[2] if len(parts) > 2 and parts[:2] == ["gpt", "oss"] else model_path.stem
-    return paths.models_dir() / f"gpt-oss-{size}.imatrix.gguf"
+    """<stem>.imatrix.gguf in the models folder, the GGUF's name less its recipe (and -custom): where
+    `gptoss quantize` looks for it (gpt-oss-20b-ft-f16.gguf -> gpt-oss-20b-ft.imatrix.gguf)."""
+    from converters.recipes import RECIPES
+
+    stem = model_path.stem.removesuffix("-custom")
+    for recipe in sorted(RECIPES, key=len, reverse=True):
+        if stem.endswith(f"-{recipe}"):
+            stem = stem[: -len(recipe) - 1]
+            break
+    return imatrix_path(stem)
 
 
 def run_imatrix(model: str | None, text_file: str | None, from_file: Path | None, output: Path | None,
