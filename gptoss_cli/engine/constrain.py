@@ -66,6 +66,10 @@ class Constraint:
         return self.schema is not None or self.tool is not None or bool(self.tools)
 
 
+_LOOSE_CHAR = 'char ::= [^"\\\\] |'
+_JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
+
+
 def names_grammar(names: list[str]) -> str:
     """GBNF that matches exactly one of the names."""
     return "root ::= " + " | ".join(json.dumps(n) for n in names) + "\n"
@@ -87,10 +91,13 @@ def _gbnf(schema_json: str) -> str:
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     try:
-        return json_schema_to_gbnf(schema_json)
+        gbnf = json_schema_to_gbnf(schema_json)
     except Exception as exc:  # noqa: BLE001 - the converter raises bare exceptions on unsupported schemas
         raise BadInputError(None, f"unsupported JSON schema: {exc}",
                             "Use plain types, properties, required, enum, arrays and string lengths") from None
+    # llama-cpp-python's converter lets raw control characters (a newline, a tab) into strings, which JSON
+    # forbids; llama.cpp's own converter (common/json-schema-to-grammar.cpp) excludes them. Same rule here.
+    return gbnf.replace(_LOOSE_CHAR, _JSON_CHAR)
 
 
 class Controller:
@@ -241,12 +248,17 @@ class GrammarSampler:
         """The next token at output idx, valid for the grammar; the grammar advances past it."""
         lc = self._lc
         token = lc.llama_sampler_sample(self._chain, ctx, idx)
-        if not (FIRST_SPECIAL_ID <= token and token not in STOP_IDS) and self._allows(token):
-            lc.llama_sampler_accept(self._grammar, token)
+        if not (FIRST_SPECIAL_ID <= token and token not in STOP_IDS) and self.allows(token):
+            self.advance(token)
             return token
         return self._resample(ctx, idx)
 
-    def _allows(self, token: int) -> bool:
+    def advance(self, token: int) -> None:
+        """Move the grammar past a token it allows."""
+        self._lc.llama_sampler_accept(self._grammar, token)
+
+    def allows(self, token: int) -> bool:
+        """Whether the grammar, where it stands, allows this token next."""
         self._one[0].id, self._one[0].logit, self._one[0].p = token, 0.0, 0.0
         self._one_arr.size, self._one_arr.selected, self._one_arr.sorted = 1, -1, False
         self._lc.llama_sampler_apply(self._grammar, ctypes.byref(self._one_arr))
