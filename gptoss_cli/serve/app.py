@@ -70,7 +70,7 @@ def create_app(engine: BatchEngine, config: ServeConfig) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         plan = chat.parse(await _json_body(request, config), config.defaults)
-        gen = _start(engine, plan, config)
+        gen = await _start(engine, plan, config)
         if plan.stream:
             return _sse(request, gen, chat.chunks(plan, gen), done_marker=True)
         return JSONResponse(chat.completion(plan, await _finish(request, gen)))
@@ -78,7 +78,7 @@ def create_app(engine: BatchEngine, config: ServeConfig) -> FastAPI:
     @app.post("/v1/responses")
     async def create_response(request: Request) -> Response:
         plan = responses.parse(await _json_body(request, config), config.defaults)
-        gen = _start(engine, plan, config)
+        gen = await _start(engine, plan, config)
         if plan.stream:
             return _sse(request, gen, responses.events(plan, gen), done_marker=False)
         return JSONResponse(responses.response(plan, await _finish(request, gen)))
@@ -104,8 +104,10 @@ async def _json_body(request: Request, config: ServeConfig) -> dict:
     return body
 
 
-def _start(engine: BatchEngine, plan: Plan, config: ServeConfig) -> Generation:
-    prompt = engine.tokenize(plan.prompt(config.defaults.date or datetime.date.today().isoformat()))
+async def _start(engine: BatchEngine, plan: Plan, config: ServeConfig) -> Generation:
+    date = config.defaults.date or datetime.date.today().isoformat()
+    backend = engine.backend   # tokenized off the event loop: a long prompt must not stall other streams
+    prompt = await asyncio.to_thread(plan.tokens, date, backend.tokenize, backend.tokenize_plain)
     control = None
     if plan.constraint.active:
         control = Controller(plan.constraint, engine.tokenize, engine.backend.token_bytes)

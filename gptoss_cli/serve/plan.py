@@ -48,10 +48,15 @@ class Plan:
     include_usage: bool = False
     model: str = "gpt-oss"
 
-    def prompt(self, date: str | None) -> str:
-        """The harmony prompt text, ending with `<|start|>assistant`."""
-        return harmony.render_prompt(self.messages, effort=self.effort, date=date,
-                                     instructions="\n\n".join(self.instructions), tools=self.tools)
+    def parts(self, date: str | None) -> list[harmony.Part]:
+        """The harmony prompt as parts (control text, plain content), ending with `<|start|>assistant`."""
+        return harmony.prompt_parts(self.messages, effort=self.effort, date=date,
+                                    instructions="\n\n".join(self.instructions), tools=self.tools)
+
+    def tokens(self, date: str | None, tokenize, tokenize_plain) -> list[int]:
+        """Prompt token ids; message contents are plain text, so a message that spells `<|end|>` cannot
+        end itself (as openai-harmony renders it)."""
+        return harmony.tokenize_parts(self.parts(date), tokenize, tokenize_plain)
 
 
 def get(body: dict, key: str, kinds: type | tuple, default: Any = None, *, param: str | None = None) -> Any:
