@@ -53,6 +53,9 @@ class RemoteRefused(BadInputError):
 
 def check_host(opts: WorkerOptions) -> None:
     """RemoteRefused for a non-loopback --host without --allow-remote."""
+    if ":" in opts.host:
+        raise BadInputError(f"--host {opts.host}", "llama.cpp's RPC server takes no IPv6 address",
+                            "Use an IPv4 address or a host name")
     if not is_loopback(opts.host) and not opts.allow_remote:
         raise RemoteRefused(f"--host {opts.host}", "it is not a loopback address, and the RPC protocol has no "
                             "authentication or encryption", "Pass --allow-remote on a trusted network or VPN, "
