@@ -456,7 +456,7 @@ def worker(
                                       "protocol has no authentication or encryption: trusted networks only."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Echo llama.cpp's log."),
 ) -> None:
-    """Lend this machine's GPU or RAM to `gptoss chat/plan/eval --rpc` on another (llama.cpp's RPC server).
+    """Lend this machine's GPU or RAM to `gptoss chat/serve/plan/eval --rpc` elsewhere (llama.cpp's RPC server).
 
     Examples:
 
