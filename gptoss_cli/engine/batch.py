@@ -28,6 +28,12 @@ class QueueFull(RunFailure):
     what = "server busy"
 
 
+class ShuttingDown(RunFailure):
+    """The engine no longer takes jobs."""
+
+    what = "shutting down"
+
+
 @dataclass
 class Job:
     """One generation request. Callbacks run on the engine thread and must be quick.
@@ -107,7 +113,7 @@ class BatchEngine:
         job.max_tokens = max(1, min(job.max_tokens, self.n_ctx_seq - len(job.prompt)))
         with self._cv:
             if self._stopping:
-                raise QueueFull(None, "the server is shutting down")
+                raise ShuttingDown(None, "the server is shutting down")
             busy = sum(s.job is not None for s in self._slots)
             if busy + len(self._waiting) >= len(self._slots) + self.queue_size:
                 raise QueueFull(None, f"all {len(self._slots)} slots are busy and {len(self._waiting)} requests wait",

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from converters.errors import BadInputError
 from gptoss_cli.engine.backend import ContextFull
-from gptoss_cli.engine.batch import BatchEngine, QueueFull
+from gptoss_cli.engine.batch import BatchEngine, QueueFull, ShuttingDown
 from gptoss_cli.engine.constrain import Controller
 from gptoss_cli.serve import chat, responses
 from gptoss_cli.serve.api_error import APIError
@@ -120,6 +120,8 @@ async def _start(engine: BatchEngine, plan: Plan, config: ServeConfig) -> Genera
         raise APIError(400, exc.message(), param="messages", code="context_length_exceeded") from None
     except QueueFull as exc:
         raise APIError(429, exc.message(), code="server_busy") from None
+    except ShuttingDown as exc:
+        raise APIError(503, exc.message(), code="server_shutdown") from None
     except BadInputError as exc:
         raise APIError(400, exc.message()) from None
     return gen
