@@ -120,8 +120,9 @@ def run_worker(opts: WorkerOptions) -> None:
     server = threading.Thread(target=start, args=(str(endpoint).encode(), cache, threads, 1, devices),
                               daemon=True, name="rpc-server")
     print(f"gptoss worker on {endpoint}: {describe(dev)}", flush=True)
-    ui.info(f"{threads} threads; cache {opts.cache or 'off'}; connect with `gptoss chat MODEL --rpc "
-            f"{endpoint}`; Ctrl-C stops")
+    reach = endpoint if opts.host != "0.0.0.0" else f"THIS-MACHINE'S-ADDRESS:{opts.port}"
+    ui.info(f"{threads} threads; cache {opts.cache or 'off'}; connect with `gptoss chat MODEL --rpc {reach}`; "
+            "Ctrl-C stops")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())   # ggml's server logs with printf: keep stdout the result
     server.start()
     try:
