@@ -85,6 +85,15 @@ def _chat(cli, gguf, *args):
                "--ctx-size", "512", "--threads", "1", *args)
 
 
+def test_install_check_names_a_missing_backend():
+    """`make install` rebuilds llama-cpp-python when this check fails (pip's wheel cache may hold a build
+    without RPC); a backend no build has must fail it, by name."""
+    check = [sys.executable, str(ROOT / "scripts" / "check_llama_build.py")]
+    r = subprocess.run(check + ["NO_SUCH_BACKEND"], capture_output=True, text=True)
+    assert r.returncode == 1 and "NO_SUCH_BACKEND" in r.stderr
+    assert subprocess.run(check + ["CPU"], capture_output=True, text=True).returncode == 0
+
+
 def test_non_loopback_host_needs_allow_remote(cli):
     r = cli("worker", "--host", "0.0.0.0", "--port", str(free_port()))
     assert r.returncode == 2
