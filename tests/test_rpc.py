@@ -280,3 +280,25 @@ def test_worker_killed_mid_reply(tiny_gguf, tmp_path):
     assert len(saved) == 1 and str(saved[0]) in "".join(line.split())   # Rich may wrap the path at a hyphen
     doc = json.loads(saved[0].read_text())
     assert doc["turns"][-1]["user"] == "Tell me a very long story."
+
+
+@needs_rpc
+def test_serve_over_two_workers_answers_as_local(tiny_gguf, workers):
+    import serveutil
+
+    body = json.dumps({"messages": [{"role": "user", "content": PROMPT}], "temperature": 0,
+                       "max_tokens": 24}).encode()
+    answers = []
+    for extra in ([], ["--rpc", ",".join(w.endpoint for w in workers), "--gpu-layers", "-1"]):
+        served = serveutil.start(tiny_gguf, "--ctx-size", "512", "--parallel", "1", *extra)
+        try:
+            status, raw = served.request("POST", "/v1/chat/completions", body,
+                                         {"Content-Type": "application/json"}, timeout=120)
+        finally:
+            assert serveutil.stop(served, signal.SIGTERM) == 0
+        assert status == 200, raw
+        message = json.loads(raw)["choices"][0]["message"]
+        answers.append((message["content"], message.get("reasoning_content")))
+        if extra:
+            assert any("workers: " + workers[0].endpoint in line for line in served.stderr)
+    assert answers[0] == answers[1]
