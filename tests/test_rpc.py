@@ -302,3 +302,23 @@ def test_serve_over_two_workers_answers_as_local(tiny_gguf, workers):
         if extra:
             assert any("workers: " + workers[0].endpoint in line for line in served.stderr)
     assert answers[0] == answers[1]
+
+
+@needs_rpc
+def test_eval_over_two_workers_scores_as_local(cli, tiny_gguf, workers, tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 30)
+    args = ["eval", str(tiny_gguf), str(tiny_gguf), "--text", str(text), "--ctx-size", "64", "--chunks", "2",
+            "--threads", "1", "--json"]
+    local, remote = cli(*args), cli(*args, "--rpc", ",".join(w.endpoint for w in workers))
+    assert local.returncode == 0 and remote.returncode == 0, local.stderr + remote.stderr
+    a, b = json.loads(local.stdout)["results"], json.loads(remote.stdout)["results"]
+    assert [r["ppl"] for r in b] == pytest.approx([r["ppl"] for r in a], rel=1e-4)
+    # eval loads with llama.cpp's own device choice: the registered workers are in it
+    code = ("import sys\nfrom gptoss_cli.engine.loader import LoadOptions, load_model\n"
+            "from gptoss_cli.rpc.client import connect\nconnect(sys.argv[2])\nlines = []\n"
+            "load_model(sys.argv[1], LoadOptions(), lines).close()\n"
+            "print(' '.join(l.split()[-4] for l in lines if 'assigned to device' in l))")
+    r = subprocess.run([sys.executable, "-c", code, str(tiny_gguf), ",".join(w.endpoint for w in workers)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "RPC0," in r.stdout and "RPC1," in r.stdout, r.stdout + r.stderr
