@@ -18,7 +18,8 @@ from typing import Callable
 
 from converters.errors import BadInputError, RunFailure
 from gptoss_cli.engine.backend import Backend, BackendOptions, ContextFull
-from gptoss_cli.engine.constrain import Controller, GrammarChains, sampler_chain
+from gptoss_cli.engine.constrain import Controller, GrammarChains
+from gptoss_cli.engine.sampling import Sampler
 from gptoss_cli.engine.harmony import STOP_IDS
 
 
@@ -65,7 +66,7 @@ class _Slot:
     todo: list[int] = field(default_factory=list)     # prompt tokens still to decode
     next_token: int | None = None                     # the committed token to decode next step
     forced: list[int] = field(default_factory=list)
-    sampler: int | None = None
+    sampler: Sampler | None = None
     chains: GrammarChains | None = None
     last_used: float = 0.0
 
@@ -84,6 +85,7 @@ class BatchEngine:
         self.backend = Backend(model_path, opts)
         self._ctx, self._vocab = self.backend._ctx, self.backend._vocab
         self._mem = lc.llama_get_memory(self._ctx)
+        self._n_vocab = lc.llama_vocab_n_tokens(self._vocab)
         self.n_ctx_seq: int = lc.llama_n_ctx_seq(self._ctx)
         self.n_swa = self.backend.n_swa
         self.n_batch = min(2048, self.n_ctx_seq)
@@ -207,7 +209,7 @@ class BatchEngine:
         job.reused_tokens = n_past
         slot.todo = job.prompt[n_past:]
         slot.next_token = None
-        slot.sampler = sampler_chain(self._vocab, temperature=job.temperature, top_p=job.top_p, seed=job.seed)
+        slot.sampler = Sampler(self._n_vocab, temperature=job.temperature, top_p=job.top_p, seed=job.seed)
         ctl = job.control
         if ctl is not None:
             slot.chains = GrammarChains(self._vocab, temperature=job.temperature, top_p=job.top_p, seed=job.seed)
@@ -267,7 +269,7 @@ class BatchEngine:
             if ctl is not None and ctl.grammar_active:
                 token = slot.chains.sample(ctl.grammar, self._ctx, idx)
             else:
-                token = self._lc.llama_sampler_sample(slot.sampler, self._ctx, idx)
+                token = slot.sampler.sample(self._ctx, idx)
             if ctl is not None:
                 token = ctl.choose(token)
         if ctl is not None:
@@ -288,9 +290,7 @@ class BatchEngine:
             slot.next_token = token
 
     def _end(self, slot: _Slot, reason: str) -> None:
-        lc, job = self._lc, slot.job
-        if slot.sampler:
-            lc.llama_sampler_free(slot.sampler)
+        job = slot.job
         if slot.chains is not None:
             slot.chains.close()
         slot.sampler = slot.chains = slot.next_token = None

@@ -27,6 +27,7 @@ from typing import Callable
 
 from converters.errors import BadInputError
 from gptoss_cli.engine.harmony import CALL, FIRST_SPECIAL_ID, RETURN, SPECIAL_IDS, STOP_IDS, StreamParser
+from gptoss_cli.engine.sampling import Sampler
 
 END, START = SPECIAL_IDS["<|end|>"], SPECIAL_IDS["<|start|>"]
 ANALYSIS_HEADER = "<|channel|>analysis<|message|>"
@@ -229,11 +230,11 @@ class GrammarSampler:
     check of every token costs ~10x a decode step of a small model). Control tokens other than the stop
     tokens are never allowed."""
 
-    def __init__(self, vocab, grammar: str, chain) -> None:
+    def __init__(self, vocab, grammar: str, sampler: Sampler) -> None:
         import llama_cpp as lc
         import numpy as np
 
-        self._lc, self._chain = lc, chain
+        self._lc, self._sampler = lc, sampler
         self._grammar = lc.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
         if not self._grammar:
             raise BadInputError(None, "llama.cpp could not parse the grammar built from the JSON schema")
@@ -241,17 +242,18 @@ class GrammarSampler:
         self._one = (lc.llama_token_data * 1)()
         self._one_arr = lc.llama_token_data_array(self._one, 1, -1, False)
         self._all = np.zeros(self.n_vocab, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+        self._ids = np.arange(self.n_vocab, dtype=np.int32)
         self._banned = np.array([t for t in range(FIRST_SPECIAL_ID, min(LAST_SPECIAL_ID + 1, self.n_vocab))
                                  if t not in STOP_IDS], dtype=np.int64)
 
     def sample(self, ctx, idx: int) -> int:
         """The next token at output idx, valid for the grammar; the grammar advances past it."""
-        lc = self._lc
-        token = lc.llama_sampler_sample(self._chain, ctx, idx)
-        if not (FIRST_SPECIAL_ID <= token and token not in STOP_IDS) and self.allows(token):
+        logits = self._sampler.logits(ctx, idx)
+        token = self._sampler.draw(logits)
+        if (token < FIRST_SPECIAL_ID or token in STOP_IDS) and self.allows(token):
             self.advance(token)
             return token
-        return self._resample(ctx, idx)
+        return self._resample(logits)
 
     def advance(self, token: int) -> None:
         """Move the grammar past a token it allows."""
@@ -264,45 +266,41 @@ class GrammarSampler:
         self._lc.llama_sampler_apply(self._grammar, ctypes.byref(self._one_arr))
         return self._one[0].logit != float("-inf")
 
-    def _resample(self, ctx, idx: int) -> int:
+    def _resample(self, logits) -> int:
         import numpy as np
 
-        lc = self._lc
-        logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, idx), shape=(self.n_vocab,))
-        cand = self._all
-        cand["id"] = np.arange(self.n_vocab, dtype=np.int32)
+        lc, cand = self._lc, self._all
+        cand["id"] = self._ids   # llama.cpp's grammar may reorder nothing, but it reads ids from here
         cand["logit"] = logits
-        cand["p"] = 0.0
         cand["logit"][self._banned] = -np.inf
         arr = lc.llama_token_data_array(cand.ctypes.data_as(lc.llama_token_data_p), self.n_vocab, -1, False)
         lc.llama_sampler_apply(self._grammar, ctypes.byref(arr))
-        lc.llama_sampler_apply(self._chain, ctypes.byref(arr))
-        token = int(cand["id"][arr.selected])
-        lc.llama_sampler_accept(self._grammar, token)
-        lc.llama_sampler_accept(self._chain, token)
+        token = int(cand["id"][self._sampler.draw(cand["logit"])])
+        self.advance(token)
         return token
 
     def close(self) -> None:
-        """Free the grammar and the chain (idempotent)."""
-        for ptr in (self._grammar, self._chain):
-            if ptr:
-                self._lc.llama_sampler_free(ptr)
-        self._grammar = self._chain = None
+        """Free the grammar (idempotent)."""
+        if self._grammar:
+            self._lc.llama_sampler_free(self._grammar)
+        self._grammar = None
 
 
 class GrammarChains:
     """The grammar samplers of one reply, one per grammar text, made when first needed; close() frees them."""
 
     def __init__(self, vocab, *, temperature: float, top_p: float, seed: int | None) -> None:
-        self._vocab, self._args = vocab, dict(temperature=temperature, top_p=top_p, seed=seed)
+        import llama_cpp as lc
+
+        self._vocab = vocab
+        self._sampler = Sampler(lc.llama_vocab_n_tokens(vocab), temperature=temperature, top_p=top_p, seed=seed)
         self._samplers: dict[str, GrammarSampler] = {}
 
     def sample(self, grammar: str, ctx, idx: int) -> int:
         """The next token at output idx under this grammar."""
         sampler = self._samplers.get(grammar)
         if sampler is None:
-            sampler = GrammarSampler(self._vocab, grammar, sampler_chain(self._vocab, **self._args))
-            self._samplers[grammar] = sampler
+            sampler = self._samplers[grammar] = GrammarSampler(self._vocab, grammar, self._sampler)
         return sampler.sample(ctx, idx)
 
     def close(self) -> None:
