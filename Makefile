@@ -9,7 +9,7 @@ DEMO   ?= .work/demo
 # backend (`gptoss worker`, `--rpc`) and skips LLAVA_BUILD, the multimodal tools/mtmd library gptoss never
 # loads (minutes of compile on a small machine; `import llama_cpp` does not need it).
 # pip caches the wheel it built from the sdist whatever CMAKE_ARGS were, and would silently reuse one built
-# without RPC: install checks the installed ggml for its backends (scripts/check_llama_build.py) and, when
+# without RPC: install checks the installed ggml for its backends (python -m gptoss_cli.engine.ggml) and, when
 # one is missing, rebuilds llama-cpp-python from source with --no-cache-dir --no-binary.
 LLAMA_SPEC  ?= llama-cpp-python>=0.3.36
 LLAMA_FLAGS := -DGGML_RPC=ON -DLLAVA_BUILD=OFF
@@ -32,10 +32,10 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) scripts/check_llama_build.py $(LLAMA_BACKENDS) 2>/dev/null || \
+	$(PY) -m gptoss_cli.engine.ggml $(LLAMA_BACKENDS) 2>/dev/null || \
 	  $(PY) -m pip install --force-reinstall --no-deps --no-cache-dir --no-binary llama-cpp-python '$(LLAMA_SPEC)'
 	$(PY) -m pip install -q -e '.[test]'
-	$(PY) scripts/check_llama_build.py $(LLAMA_BACKENDS)
+	$(PY) -m gptoss_cli.engine.ggml $(LLAMA_BACKENDS)
 	touch $@
 
 # Two pytest-xdist workers: a native crash in one test (a segfault inside llama.cpp) is reported as that test's

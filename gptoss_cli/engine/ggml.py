@@ -152,3 +152,47 @@ def plain_cpu_buffer_type() -> int:
         return g.buffer_get_type(buf)
     finally:
         g.buffer_free(buf)
+
+
+class ThreadpoolParams(ctypes.Structure):
+    """struct ggml_threadpool_params (ggml.h), as ggml_threadpool_params_init fills it."""
+
+    _fields_ = [("cpumask", ctypes.c_bool * 512), ("n_threads", ctypes.c_int), ("prio", ctypes.c_int),
+                ("poll", ctypes.c_uint32), ("strict_cpu", ctypes.c_bool), ("paused", ctypes.c_bool)]
+
+
+_THREADPOOL_NEW = ctypes.CFUNCTYPE(_P, ctypes.POINTER(ThreadpoolParams))
+_THREADPOOL_FREE = ctypes.CFUNCTYPE(None, _P)
+
+
+def threadpool_new(n_threads: int) -> tuple[int, object] | None:
+    """A persistent CPU threadpool (llama.cpp's tools attach one; without it every decode starts and joins
+    its worker threads): (handle, free function), or None when the CPU backend does not offer one."""
+    g = lib()
+    cpu = g.reg_by_name(b"CPU")
+    new = g.reg_get_proc_address(cpu, b"ggml_threadpool_new") if cpu else None
+    free = g.reg_get_proc_address(cpu, b"ggml_threadpool_free") if cpu else None
+    if not new or not free:
+        return None
+    params = ThreadpoolParams(n_threads=n_threads, prio=0, poll=50, strict_cpu=False, paused=False)
+    pool = _THREADPOOL_NEW(new)(ctypes.byref(params))
+    return (pool, _THREADPOOL_FREE(free)) if pool else None
+
+
+def missing_backends(names: list[str]) -> list[str]:
+    """The backend registry names (RPC, CUDA, MTL) the installed llama.cpp lacks; all of them without one."""
+    try:
+        g = lib()
+    except ImportError:
+        return list(names)
+    return [n for n in names if not g.reg_by_name(n.encode())]
+
+
+if __name__ == "__main__":
+    # `make install`: python -m gptoss_cli.engine.ggml RPC [CUDA|MTL] exits 1 when a backend is missing.
+    import sys
+
+    missing = missing_backends(sys.argv[1:])
+    if missing:
+        print(f"llama-cpp-python lacks the ggml backend(s): {', '.join(missing)}", file=sys.stderr)
+    sys.exit(1 if missing else 0)
