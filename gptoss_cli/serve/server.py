@@ -123,6 +123,8 @@ def run_serve(opts: ServeOptions) -> None:
     shown = f"[{host}]" if ":" in host else host
     try:
         ui.info(f"{opts.parallel} slots of {engine.n_ctx_seq} tokens; auth {'on' if key else 'off'}; Ctrl-C stops")
+        if not key and not is_loopback(opts.host):
+            ui.warn(f"serving {opts.host} without an API key (--no-auth): anyone who reaches this port can use it")
         print(f"http://{shown}:{port}/v1", flush=True)
         server.run(sockets=[sock])
     finally:
