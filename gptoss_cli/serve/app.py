@@ -8,7 +8,7 @@ import hmac
 import json
 import sys
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -169,8 +169,3 @@ def _sse(request: Request, gen: Generation, items: AsyncIterator[dict[str, Any]]
 
     return StreamingResponse(body(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-
-def stop_callable(engine: BatchEngine) -> Callable[[], None]:
-    """What a shutdown signal calls: end every job now (open streams get an error event)."""
-    return engine.stop
