@@ -88,3 +88,23 @@ def test_cancel_full_queue_and_context(engine):
     assert engine.health() == {"slots_busy": 0, "slots_free": 3, "queued": 0}
     with pytest.raises(ContextFull):
         engine.submit(Run(list(range(1000, 1000 + engine.n_ctx_seq)), 4).job)
+
+
+def test_forced_tokens_decoded_together_give_what_one_at_a_time_gives(engine, tiny_gguf):
+    """A forced header goes out at once and is decoded in one step; the reply equals chat's loop, which
+    decodes forced tokens one per step (greedy, the grammar answer included)."""
+    from gptoss_cli.engine.constrain import Constraint, Controller
+
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}, "n": {"enum": [1, 2, 3]}},
+              "required": ["ok", "n"]}
+    prompt = _prompt(engine.tokenize, 3)
+    r = Run(prompt, 60)
+    r.job.control = Controller(Constraint(schema=schema, thinking_budget=5), engine.tokenize,
+                               engine.backend.token_bytes)
+    engine.submit(r.job)
+    assert r.done.wait(60) and r.reason == "stop"
+    with Backend(tiny_gguf, BackendOptions(**OPTS)) as alone:
+        ctl = Controller(Constraint(schema=schema, thinking_budget=5), alone.tokenize, alone.token_bytes)
+        ref = list(alone.generate(prompt, temperature=0.0, top_p=1.0, max_tokens=60, stop=set(harmony.STOP_IDS),
+                                  control=ctl))
+    assert r.tokens == ref and ref[-1] == harmony.RETURN

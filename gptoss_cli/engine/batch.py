@@ -233,6 +233,7 @@ class BatchEngine:
             if slot.job is not None and slot.next_token is not None:
                 n = self._add(n, slot.next_token, len(slot.cached), slot.seq, not slot.forced)
                 slot.cached.append(slot.next_token)
+                slot.next_token = None
                 outputs.append((slot, n - 1))
         for slot in self._slots:   # prompt chunks fill the rest of the batch
             if slot.job is None or not slot.todo or n >= self.n_batch:
@@ -268,6 +269,8 @@ class BatchEngine:
         return n + 1
 
     def _next(self, slot: _Slot, idx: int) -> None:
+        """The token after output idx, and every forced token that follows it: they all go out now and are
+        decoded together next step (a forced harmony header costs one step, not one per token)."""
         job, ctl = slot.job, slot.job.control
         if slot.forced:
             token = slot.forced.pop(0)
@@ -278,22 +281,32 @@ class BatchEngine:
                 token = slot.sampler.sample(self._ctx, idx)
             if ctl is not None:
                 token = ctl.choose(token)
-        if ctl is not None:
-            slot.forced += ctl.commit(token)
-        job.gen_tokens += 1
-        if job.t_first is None:
-            job.t_first = time.perf_counter()
-        try:
-            keep = job.on_token(token)
-        except Exception as exc:  # noqa: BLE001 - a broken consumer ends its own job only
-            self._end(slot, f"error: {exc}")
-            return
-        if token in STOP_IDS or not keep:
-            self._end(slot, "stop")
-        elif job.gen_tokens >= job.max_tokens or len(slot.cached) + 1 >= self.n_ctx_seq:
-            self._end(slot, "length")
-        else:
+        run = [token]
+        while True:
+            if ctl is not None:
+                slot.forced += ctl.commit(token)
+            job.gen_tokens += 1
+            if job.t_first is None:
+                job.t_first = time.perf_counter()
+            try:
+                keep = job.on_token(token)
+            except Exception as exc:  # noqa: BLE001 - a broken consumer ends its own job only
+                self._end(slot, f"error: {exc}")
+                return
+            if token in STOP_IDS or not keep:
+                self._end(slot, "stop")
+                return
+            if job.gen_tokens >= job.max_tokens or len(slot.cached) + len(run) >= self.n_ctx_seq:
+                self._end(slot, "length")
+                return
+            if not slot.forced:
+                break
+            token = slot.forced.pop(0)
+            run.append(token)
+        if len(run) == 1:
             slot.next_token = token
+        else:
+            slot.todo = run   # decoded like a prompt chunk, logits for the last token only
 
     def _end(self, slot: _Slot, reason: str) -> None:
         job = slot.job
