@@ -2,7 +2,9 @@
 vendors, so the kernels are the same) and llama-cpp-python's own server, with 1, 2, 4 and 8 concurrent streams.
 
 Each server runs with its own defaults and as many slots as the most streams measured (`-np 8` for
-llama-server, `--parallel 8` for gptoss; llama-cpp-python's server has one). Every stream asks for `tokens`
+llama-server, `--parallel 8` for gptoss; llama-cpp-python's server has one). All servers stay up and take
+turns round by round (order reversed each repeat): on a shared machine a burst of load once made whichever
+server ran alone at that moment 10-30x slower. Every stream asks for `tokens`
 new tokens on its own prompt (the same harmony prompts for every server: gptoss gets chat messages and
 renders them; the peers get the rendered harmony text on /v1/completions, because llama-server's chat
 endpoint answers HTTP 500 when random weights stray from harmony). Aggregate tok/s = all streamed tokens /
@@ -126,27 +128,34 @@ def _round(peer: str, port: int, streams: int, tokens: int) -> dict:
 
 def run(gguf: Path, workdir: Path, streams=(1, 2, 4, 8), tokens: int = 64, repeats: int = 3,
         peers=PEERS, ctx: int = 1024) -> dict:
-    """Every peer, every stream count: median aggregate tok/s and TTFT over repeats."""
-    rows, skipped = [], {}
-    for peer in peers:
-        port = _free_port()
-        try:
-            proc = _start(peer, Path(gguf), port, max(streams), ctx, workdir)
-        except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
-            skipped[peer] = str(exc)[-300:]
-            continue
-        try:
+    """Every peer, every stream count: median aggregate tok/s and TTFT over repeats. All servers stay up
+    and the peers take turns round by round (order reversed every repeat), so a burst of load on the
+    machine hits them alike instead of one whole column."""
+    servers, skipped = {}, {}
+    try:
+        for peer in peers:
+            port = _free_port()
+            try:
+                servers[peer] = (_start(peer, Path(gguf), port, max(streams), ctx, workdir), port)
+            except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+                skipped[peer] = str(exc)[-300:]
+        for peer, (_, port) in servers.items():
             _round(peer, port, 1, 8)   # warm-up: weights paged in, first-use allocations done
+        runs: dict[tuple[str, int], list[dict]] = {}
+        for rep in range(repeats):
+            order = list(servers) if rep % 2 == 0 else list(reversed(servers))
             for n in streams:
-                runs = [_round(peer, port, n, tokens) for _ in range(repeats)]
-                rows.append({"server": peer, "streams": n,
-                             **{k: round(statistics.median(r[k] for r in runs), 1) for k in runs[0]}})
-        finally:
+                for peer in order:
+                    runs.setdefault((peer, n), []).append(_round(peer, servers[peer][1], n, tokens))
+    finally:
+        for proc, _ in servers.values():
             proc.send_signal(signal.SIGINT)
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+    rows = [{"server": peer, "streams": n, **{k: round(statistics.median(r[k] for r in rs), 1) for k in rs[0]}}
+            for (peer, n), rs in sorted(runs.items(), key=lambda kv: (peers.index(kv[0][0]), kv[0][1]))]
     ref = {r["streams"]: r for r in rows if r["server"] == "llama-server"}
     for r in rows:
         if r["streams"] in ref and ref[r["streams"]]["tok_s"]:
