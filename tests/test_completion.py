@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -57,16 +58,20 @@ def test_the_cli_completes_models_recipes_and_commands(models):
     assert {"pull", "quantize", "chat"} <= set(_complete("gptoss ", 1))
 
 
+@pytest.mark.skipif(shutil.which("bash") is None, reason="no bash on this machine")
 def test_show_completion_prints_a_bash_script_that_bash_accepts(tmp_path):
-    r = run_cli("--show-completion", "bash")
+    # Typer detects the shell from the process tree (shellingham), so run it from bash as a user would;
+    # under pytest alone (make -> sh -> python) there is no shell to detect.
+    bash = shutil.which("bash")
+    r = subprocess.run([bash, "-c", f"{sys.executable} -m gptoss_cli --show-completion"], capture_output=True,
+                       text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "_GPTOSS_COMPLETE=complete_bash" in r.stdout and "complete -o default -F _gptoss_completion gptoss" \
         in r.stdout
-    bash = shutil.which("bash")
-    if bash:  # the script loads in a real bash and registers the completion for `gptoss`
-        script = tmp_path / "gptoss.bash"
-        script.write_text(r.stdout)
-        check = subprocess.run([bash, "-c", f"source {script} && complete -p gptoss"], capture_output=True,
-                               text=True, cwd=ROOT)
-        assert check.returncode == 0 and "_gptoss_completion" in check.stdout, check.stderr
+    # the script loads in a real bash and registers the completion for `gptoss`
+    script = tmp_path / "gptoss.bash"
+    script.write_text(r.stdout)
+    check = subprocess.run([bash, "-c", f"source {script} && complete -p gptoss"], capture_output=True,
+                           text=True, cwd=ROOT)
+    assert check.returncode == 0 and "_gptoss_completion" in check.stdout, check.stderr
     assert "--install-completion" in run_cli("--help").stdout

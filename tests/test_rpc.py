@@ -22,8 +22,7 @@ import pytest
 pytest.importorskip("llama_cpp")
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-from check_llama_build import missing_backends  # noqa: E402
+from gptoss_cli.engine.ggml import missing_backends  # noqa: E402
 
 pytestmark = pytest.mark.slow
 needs_rpc = pytest.mark.skipif(bool(missing_backends(["RPC"])),
@@ -88,10 +87,10 @@ def _chat(cli, gguf, *args):
 def test_install_check_names_a_missing_backend():
     """`make install` rebuilds llama-cpp-python when this check fails (pip's wheel cache may hold a build
     without RPC); a backend no build has must fail it, by name."""
-    check = [sys.executable, str(ROOT / "scripts" / "check_llama_build.py")]
-    r = subprocess.run(check + ["NO_SUCH_BACKEND"], capture_output=True, text=True)
+    check = [sys.executable, "-m", "gptoss_cli.engine.ggml"]
+    r = subprocess.run(check + ["NO_SUCH_BACKEND"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 1 and "NO_SUCH_BACKEND" in r.stderr
-    assert subprocess.run(check + ["CPU"], capture_output=True, text=True).returncode == 0
+    assert subprocess.run(check + ["CPU"], capture_output=True, text=True, cwd=ROOT).returncode == 0
 
 
 def test_non_loopback_host_needs_allow_remote(cli):
