@@ -53,6 +53,7 @@ class Backend:
         self.opts = opts
         self._model: Model | None = None
         self._ctx = None
+        self._pool = None
         self.load_log: list[str] = []
         load = LoadOptions(gpu_layers=opts.gpu_layers, cpu_moe=opts.cpu_moe, n_cpu_moe=opts.n_cpu_moe,
                            verbose=opts.verbose, devices=opts.devices,
@@ -65,6 +66,7 @@ class Backend:
             if not self._ctx:
                 raise ModelLoadFailure(self.model_path, log.why("llama.cpp could not create the context"),
                                        "Try a smaller --ctx-size, or --n-cpu-moe to free GPU memory")
+            self._pool = attach_threadpool(self._ctx, opts.threads or math_threads())
         except BaseException:
             self.close()
             raise
@@ -233,6 +235,10 @@ class Backend:
         if self._ctx:
             lc.llama_free(self._ctx)
             self._ctx = None
+        if self._pool is not None:   # after the context that used it
+            pool, free = self._pool
+            free(pool)
+            self._pool = None
         if self._model:
             self._model.close()
             self._model = None
@@ -257,3 +263,18 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
             break
         n += 1
     return n
+
+
+def attach_threadpool(ctx, n_threads: int):
+    """Give the context a persistent CPU threadpool, as llama.cpp's tools (llama-cli, llama-server,
+    llama-bench) do: without one every llama_decode starts and joins its worker threads. (pool, free) or None."""
+    import llama_cpp.llama_cpp as llama
+
+    from gptoss_cli.engine import ggml
+
+    made = ggml.threadpool_new(n_threads)
+    if made is not None:
+        fn = llama._lib.llama_attach_threadpool
+        fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p], None
+        fn(ctx, made[0], None)
+    return made

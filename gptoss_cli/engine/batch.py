@@ -8,7 +8,6 @@ runs in one thread; `submit`, `cancel` and `health` may be called from any other
 
 from __future__ import annotations
 
-import ctypes
 import threading
 import time
 from collections import deque
@@ -20,7 +19,6 @@ from converters.errors import BadInputError, RunFailure
 from gptoss_cli.engine.backend import Backend, BackendOptions, ContextFull
 from gptoss_cli.engine.constrain import Controller, GrammarChains
 from gptoss_cli.engine.sampling import Sampler
-from gptoss_cli.engine.threads import math_threads
 from gptoss_cli.engine.harmony import STOP_IDS
 
 
@@ -85,7 +83,6 @@ class BatchEngine:
         opts.parallel = parallel
         self.backend = Backend(model_path, opts)
         self._ctx, self._vocab = self.backend._ctx, self.backend._vocab
-        self._pool = _attach_threadpool(self._ctx, opts.threads or math_threads())
         self._mem = lc.llama_get_memory(self._ctx)
         self._n_vocab = lc.llama_vocab_n_tokens(self._vocab)
         self.n_ctx_seq: int = lc.llama_n_ctx_seq(self._ctx)
@@ -152,10 +149,6 @@ class BatchEngine:
             self._lc.llama_batch_free(self._batch)
             self._batch = None
         self.backend.close()
-        if self._pool is not None:   # after the context that used it
-            pool, free = self._pool
-            free(pool)
-            self._pool = None
 
     # --- engine thread ----------------------------------------------------------------------------
 
@@ -319,20 +312,6 @@ class BatchEngine:
                 job.on_end(reason)
             except Exception:  # noqa: BLE001 - the slot is free whatever the consumer does
                 pass
-
-
-def _attach_threadpool(ctx, n_threads: int):
-    """Give the context a persistent threadpool, as llama-server does; (pool, free) or None."""
-    import llama_cpp.llama_cpp as llama
-
-    from gptoss_cli.engine import ggml
-
-    made = ggml.threadpool_new(n_threads)
-    if made is not None:
-        fn = llama._lib.llama_attach_threadpool
-        fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p], None
-        fn(ctx, made[0], None)
-    return made
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
