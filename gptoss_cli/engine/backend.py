@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Iterator
 
 from converters.errors import BadInputError, RunFailure
-from gptoss_cli.engine.constrain import Controller, GrammarChains, sampler_chain
+from gptoss_cli.engine.constrain import Controller, GrammarChains
 from gptoss_cli.engine.llama_glue import llama_log, stop_echo
 from gptoss_cli.engine.loader import LoadOptions, Model, ModelLoadFailure, load_model
+from gptoss_cli.engine.sampling import Sampler
 from gptoss_cli.engine.threads import math_threads
 
 # The sliding-window cache is sized to the window (not llama.cpp's default, the whole context); a copy of
@@ -74,6 +75,7 @@ class Backend:
             log.capture = None
         self.n_ctx: int = lc.llama_n_ctx(self._ctx)
         self.n_swa: int = lc.llama_model_n_swa(self._model.ptr)
+        self.n_vocab: int = lc.llama_vocab_n_tokens(self._vocab)
         self._mem = lc.llama_get_memory(self._ctx)
         self._cached: list[int] = []  # tokens whose K/V are in the cache, in order
         self._piece = ctypes.create_string_buffer(256)
@@ -132,22 +134,22 @@ class Backend:
         if len(prompt) >= self.n_ctx:
             raise ContextFull(None, f"the prompt is {len(prompt)} tokens, the context holds {self.n_ctx}",
                               "Start a new conversation or raise --ctx-size")
-        sampler = self._sampler(temperature, top_p)
+        sample = Sampler(self.n_vocab, temperature=temperature, top_p=top_p, seed=self.opts.seed).sample
         chains = GrammarChains(self._vocab, temperature=temperature, top_p=top_p, seed=self.opts.seed)
         try:
             self._feed(prompt)
             one = (ctypes.c_int32 * 1)()
-            decode, sample, get_one = lc.llama_decode, lc.llama_sampler_sample, lc.llama_batch_get_one
+            decode, get_one = lc.llama_decode, lc.llama_batch_get_one
             ctx, cached, n_ctx = self._ctx, self._cached, self.n_ctx
             forced = control.begin() if control is not None else []
             for i in range(max_tokens):
                 if forced:
                     token = forced.pop(0)
                 elif control is None:
-                    token = sample(sampler, ctx, -1)
+                    token = sample(ctx, -1)
                 else:
                     token = control.choose(chains.sample(control.grammar, ctx, -1) if control.grammar_active
-                                           else sample(sampler, ctx, -1))
+                                           else sample(ctx, -1))
                 if control is not None:
                     forced += control.commit(token)
                 yield token
@@ -161,11 +163,7 @@ class Backend:
                     raise RunFailure(self.model_path, f"llama_decode failed with code {rc}")
                 cached.append(token)
         finally:
-            lc.llama_sampler_free(sampler)
             chains.close()
-
-    def _sampler(self, temperature: float, top_p: float):
-        return sampler_chain(self._vocab, temperature=temperature, top_p=top_p, seed=self.opts.seed)
 
     def _feed(self, prompt: list[int]) -> None:
         """Decode the part of prompt the cache lacks, leaving the last token's logits ready."""
