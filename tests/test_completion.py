@@ -61,10 +61,11 @@ def test_the_cli_completes_models_recipes_and_commands(models):
 @pytest.mark.skipif(shutil.which("bash") is None, reason="no bash on this machine")
 def test_show_completion_prints_a_bash_script_that_bash_accepts(tmp_path):
     # Typer detects the shell from the process tree (shellingham), so run it from bash as a user would;
-    # under pytest alone (make -> sh -> python) there is no shell to detect.
+    # under pytest alone there may be no shell to detect. `; exit $?` keeps bash from exec'ing the command
+    # in its own place, which would leave no bash in the tree either.
     bash = shutil.which("bash")
-    r = subprocess.run([bash, "-c", f"{sys.executable} -m gptoss_cli --show-completion"], capture_output=True,
-                       text=True, cwd=ROOT, timeout=120)
+    r = subprocess.run([bash, "-c", f"{sys.executable} -m gptoss_cli --show-completion; exit $?"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "_GPTOSS_COMPLETE=complete_bash" in r.stdout and "complete -o default -F _gptoss_completion gptoss" \
         in r.stdout
