@@ -175,17 +175,6 @@ def _save_on_worker_lost(session: Session, model_name: str, pending) -> None:
 
 def _fit(gguf: Path, backend_opts, workers: list | None = None) -> None:
     """--fit: choose --n-cpu-moe from the GGUF and free memory (the plan table goes to stderr)."""
-    from gptoss_cli.memory.planning import fit
+    from gptoss_cli.memory.planning import fit_backend
 
-    if backend_opts.cpu_moe or backend_opts.n_cpu_moe:
-        raise BadInputError(None, "--fit chooses the expert placement itself",
-                            "Use either --fit or --cpu-moe / --n-cpu-moe")
-    plan = fit(gguf, backend_opts.ctx_size, backend_opts.flash_attn, workers=workers or [])
-    if workers:
-        ui.info(plan.apply_to(backend_opts))
-    elif plan.gpu:
-        backend_opts.n_cpu_moe = plan.n_cpu_moe
-        ui.info(f"--fit: --n-cpu-moe {plan.n_cpu_moe}")
-    else:
-        backend_opts.gpu_layers = 0
-        ui.info("--fit: no usable GPU memory, running on the CPU")
+    fit_backend(gguf, backend_opts, backend_opts.ctx_size, workers)

@@ -168,7 +168,7 @@ class Backend:
     def _feed(self, prompt: list[int]) -> None:
         """Decode the part of prompt the cache lacks, leaving the last token's logits ready."""
         lc = self._lc
-        n_past = _common_prefix(self._cached, prompt)
+        n_past = common_prefix(self._cached, prompt)
         n_past = min(n_past, len(prompt) - 1)  # the last prompt token is always decoded for fresh logits
         if not lc.llama_memory_seq_rm(self._mem, 0, n_past, -1):
             n_past = 0
@@ -254,7 +254,8 @@ class Backend:
             pass
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens a and b share."""
     n = 0
     for x, y in zip(a, b):
         if x != y:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from converters.errors import BadInputError, RunFailure
-from gptoss_cli.engine.backend import Backend, BackendOptions, ContextFull
+from gptoss_cli.engine.backend import Backend, BackendOptions, ContextFull, common_prefix
 from gptoss_cli.engine.constrain import Controller, GrammarChains
 from gptoss_cli.engine.sampling import Sampler
 from gptoss_cli.engine.harmony import STOP_IDS
@@ -191,7 +191,7 @@ class BatchEngine:
             if job.cancelled:
                 job.on_end("cancelled")
                 continue
-            slot = max(free, key=lambda s: (_common_prefix(s.cached, job.prompt), -s.last_used))
+            slot = max(free, key=lambda s: (common_prefix(s.cached, job.prompt), -s.last_used))
             try:
                 self._start(slot, job)
             except Exception as exc:  # noqa: BLE001 - reported to the request, the engine goes on
@@ -200,7 +200,7 @@ class BatchEngine:
     def _start(self, slot: _Slot, job: Job) -> None:
         lc = self._lc
         slot.job = job
-        n_past = min(_common_prefix(slot.cached, job.prompt), len(job.prompt) - 1)
+        n_past = min(common_prefix(slot.cached, job.prompt), len(job.prompt) - 1)
         if not lc.llama_memory_seq_rm(self._mem, slot.seq, n_past, -1) or not self._swa_covers(slot.seq, n_past):
             n_past = 0
             lc.llama_memory_seq_rm(self._mem, slot.seq, 0, -1)
@@ -312,12 +312,3 @@ class BatchEngine:
                 job.on_end(reason)
             except Exception:  # noqa: BLE001 - the slot is free whatever the consumer does
                 pass
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n

@@ -133,3 +133,21 @@ def _run_plan_rpc(shape: ModelShape, source: str, model: str | None, ctx: int, v
             ui.out.print(command, markup=False, highlight=False)
     if not plan.fits:
         raise DoesNotFit(shape.name, plan.reason, "Add a worker, or free memory on the device named")
+
+
+def fit_backend(model_path: Path, b, kv_tokens: int, workers: list | None = None) -> None:
+    """`--fit` for chat and serve: plan for kv_tokens of cache and set b's (BackendOptions) expert placement."""
+    from gptoss_cli import ui
+
+    if b.cpu_moe or b.n_cpu_moe:
+        raise BadInputError(None, "--fit chooses the expert placement itself",
+                            "Use either --fit or --cpu-moe / --n-cpu-moe")
+    plan = fit(model_path, kv_tokens, b.flash_attn, workers=workers or [])
+    if workers:
+        ui.info(plan.apply_to(b))
+    elif plan.gpu:
+        b.n_cpu_moe = plan.n_cpu_moe
+        ui.info(f"--fit: --n-cpu-moe {plan.n_cpu_moe}")
+    else:
+        b.gpu_layers = 0
+        ui.info("--fit: no usable GPU memory, running on the CPU")

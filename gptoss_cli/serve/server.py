@@ -172,18 +172,6 @@ class _Server:
 
 def _fit(gguf: Path, opts: ServeOptions, workers: list) -> None:
     """--fit: --n-cpu-moe from free memory, for the KV cache of every slot."""
-    from gptoss_cli.memory.planning import fit
+    from gptoss_cli.memory.planning import fit_backend
 
-    b = opts.backend
-    if b.cpu_moe or b.n_cpu_moe:
-        raise BadInputError(None, "--fit chooses the expert placement itself",
-                            "Use either --fit or --cpu-moe / --n-cpu-moe")
-    plan = fit(gguf, b.ctx_size * opts.parallel, b.flash_attn, workers=workers)
-    if workers:
-        ui.info(plan.apply_to(b))
-    elif plan.gpu:
-        b.n_cpu_moe = plan.n_cpu_moe
-        ui.info(f"--fit: --n-cpu-moe {plan.n_cpu_moe}")
-    else:
-        b.gpu_layers = 0
-        ui.info("--fit: no usable GPU memory, running on the CPU")
+    fit_backend(gguf, opts.backend, opts.backend.ctx_size * opts.parallel, workers)
