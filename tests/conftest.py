@@ -65,3 +65,19 @@ def run_cli(*args: str, env: dict | None = None, input: str | None = None,
 def cli():
     """The run_cli helper as a fixture."""
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def enc():
+    """openai-harmony's gpt-oss encoding (offline, from tests/data/o200k_base.tiktoken)."""
+    import openai_harmony as oh
+
+    return oh.load_harmony_encoding(oh.HarmonyEncodingName.HARMONY_GPT_OSS)
+
+
+@pytest.fixture(scope="session")
+def tok():
+    """tiktoken's own o200k_harmony encoding, offline (see tests/oracles.py)."""
+    from oracles import o200k_harmony
+
+    return o200k_harmony()

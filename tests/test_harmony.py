@@ -14,22 +14,10 @@ DATA = Path(__file__).parent / "data"
 os.environ.setdefault("TIKTOKEN_ENCODINGS_BASE", str(DATA))
 oh = pytest.importorskip("openai_harmony")
 tiktoken = pytest.importorskip("tiktoken")
-from oracles import o200k_harmony  # noqa: E402
 
 DATE = "2026-11-25"
 
 
-@pytest.fixture(scope="module")
-def enc():
-    """openai-harmony's gpt-oss encoding (offline, from tests/data/o200k_base.tiktoken)."""
-    os.environ["TIKTOKEN_ENCODINGS_BASE"] = str(DATA)
-    return oh.load_harmony_encoding(oh.HarmonyEncodingName.HARMONY_GPT_OSS)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    """tiktoken's own o200k_harmony encoding, offline (see tests/oracles.py)."""
-    return o200k_harmony()
 
 
 def _oh_conversation(messages, effort, instructions):

@@ -16,7 +16,6 @@ from gptoss_cli.engine.harmony_tools import (ToolSpec, call_message, find_call, 
 DATA = Path(__file__).parent / "data"
 os.environ.setdefault("TIKTOKEN_ENCODINGS_BASE", str(DATA))
 oh = pytest.importorskip("openai_harmony")
-from oracles import o200k_harmony  # noqa: E402
 
 DATE = "2026-11-25"
 ENDOFTEXT = harmony.SPECIAL_IDS["<|endoftext|>"]
@@ -77,15 +76,6 @@ TOOL_SETS = {
 }
 
 
-@pytest.fixture(scope="module")
-def enc():
-    os.environ["TIKTOKEN_ENCODINGS_BASE"] = str(DATA)
-    return oh.load_harmony_encoding(oh.HarmonyEncodingName.HARMONY_GPT_OSS)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return o200k_harmony()
 
 
 def _oh_message(m: Message):

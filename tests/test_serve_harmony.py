@@ -37,10 +37,6 @@ ARGS = '{"city":"Oslo"}'
 EFFORTS = {"low": oh.ReasoningEffort.LOW, "medium": oh.ReasoningEffort.MEDIUM, "high": oh.ReasoningEffort.HIGH}
 
 
-@pytest.fixture(scope="module")
-def enc():
-    return oh.load_harmony_encoding(oh.HarmonyEncodingName.HARMONY_GPT_OSS)
-
 
 def _oracle(enc, convo: list, tools: list[dict], instructions: str, effort: str) -> list[int]:
     """openai-harmony's tokens for a conversation given as (role, text, channel, recipient, content_type)."""

@@ -14,13 +14,7 @@ from gptoss_cli.engine.session import Sampling, Session, run_turn, stats_rows
 DATA = Path(__file__).parent / "data"
 tiktoken = pytest.importorskip("tiktoken")
 oh = pytest.importorskip("openai_harmony")
-from oracles import o200k_harmony  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def tok():
-    """tiktoken's own o200k_harmony encoding, offline (see tests/oracles.py)."""
-    return o200k_harmony()
 
 
 class ScriptedModel:
