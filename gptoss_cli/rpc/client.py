@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from converters.errors import RunFailure
 from gptoss_cli.engine import ggml
-from gptoss_cli.rpc import faults
+from gptoss_cli.rpc import faults, keepalive
 from gptoss_cli.rpc.endpoints import Endpoint, parse_endpoints, probe
 
 HANDSHAKE_TIMEOUT_S = 30.0
@@ -60,6 +60,7 @@ def connect(spec: str | list[Endpoint]) -> list[Worker]:
     endpoints = parse_endpoints(spec) if isinstance(spec, str) else spec
     add = rpc_add_server()
     faults.guard(endpoints)
+    keepalive.watch(endpoints)   # a worker whose host vanishes mid-run must not hang us in recv()
     return [_connect_one(add, e) for e in endpoints]
 
 

@@ -2,7 +2,8 @@
 
 ggml-rpc calls GGML_ABORT when a worker stops answering (`Remote RPC server crashed or returned malformed
 response`, `Failed to connect to ...`); ggml_abort hands the message to the abort callback, then calls
-abort(). Our callback finds the worker that stopped (the first one refusing connections), runs the
+abort(). Our callback finds the worker that stopped (the first one refusing connections, or not answering
+them: a vanished host, whose silence keepalive.py turned into an I/O error), runs the
 registered savers (the REPL writes the conversation), prints one line and leaves with exit code 1 before
 abort() runs. Aborts that are not about RPC keep ggml's behaviour (message on stderr, then abort()).
 """
@@ -60,14 +61,17 @@ def on_worker_lost(saver: Callable[[], str | None]) -> Callable[[], None]:
     return lambda: _GUARD.savers.remove(saver) if saver in _GUARD.savers else None
 
 
-def lost_worker(endpoints: list[Endpoint], timeout: float = 2.0, settle_s: float = 2.0) -> Endpoint | None:
-    """The first worker that no longer accepts connections; None when all still do after settle_s (a killed
-    worker's client socket can close a moment before its listening one)."""
+def lost_worker(endpoints: list[Endpoint], timeout: float = 2.0,
+                settle_s: float = 2.0) -> tuple[Endpoint, str] | None:
+    """The first worker that no longer accepts connections, and why (refused, no answer within timeout: a
+    vanished host); None when all still do after settle_s (a killed worker's client socket can close a
+    moment before its listening one)."""
     deadline = time.monotonic() + settle_s
     while True:
         for endpoint in endpoints:
-            if probe(endpoint, timeout) is not None:
-                return endpoint
+            why = probe(endpoint, timeout)
+            if why is not None:
+                return endpoint, why
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.1)
@@ -76,10 +80,12 @@ def lost_worker(endpoints: list[Endpoint], timeout: float = 2.0, settle_s: float
 def lost_message(ggml_message: str, endpoints: list[Endpoint], notes: list[str]) -> str:
     """The one error line for an RPC abort."""
     dead = lost_worker(endpoints)
-    where = str(dead) if dead else ", ".join(map(str, endpoints))
-    why = ("it stopped answering (connection closed or refused)" if dead
+    where = str(dead[0]) if dead else ", ".join(map(str, endpoints))
+    why = (f"it stopped answering (connecting again: {dead[1]})" if dead
            else f"llama.cpp's RPC client failed: {ggml_message.split(': ', 1)[-1].strip()}")
     hint = "Restart `gptoss worker` there and rerun"
+    if dead and "refused" not in dead[1]:
+        hint = "Check that machine and its network, then restart `gptoss worker` there and rerun"
     if notes:
         hint = "; ".join(notes) + ". " + hint
     return WorkerLost(where, why, hint).message()
