@@ -161,6 +161,19 @@ class ThreadpoolParams(ctypes.Structure):
                 ("poll", ctypes.c_uint32), ("strict_cpu", ctypes.c_bool), ("paused", ctypes.c_bool)]
 
 
+@cache
+def vec_soft_max():
+    """ggml-cpu's vectorised `y[i] = exp(x[i] - max)` over float32 arrays, returning the sum as a double
+    (`ggml_vec_soft_max_f32(n, y, x, max)`, the kernel of llama.cpp's softmax op: ~4x numpy's exp on AVX2);
+    None where this build's CPU backend does not export it (a backend loaded by path, GGML_BACKEND_DL)."""
+    lib()
+    cpu = _loaded("ggml-cpu")
+    fn = getattr(cpu, "ggml_vec_soft_max_f32", None) if cpu is not None else None
+    if fn is not None:
+        fn.argtypes, fn.restype = [ctypes.c_int, _P, _P, ctypes.c_float], ctypes.c_double
+    return fn
+
+
 _THREADPOOL_NEW = ctypes.CFUNCTYPE(_P, ctypes.POINTER(ThreadpoolParams))
 _THREADPOOL_FREE = ctypes.CFUNCTYPE(None, _P)
 
