@@ -35,6 +35,24 @@ class ServeConfig:
     log_requests: bool = False
 
 
+class KeyCheck:
+    """Every /v1 request must carry `Authorization: Bearer KEY` (compared in constant time). A plain ASGI
+    middleware: Starlette's BaseHTTPMiddleware would pass every streamed chunk through an extra task."""
+
+    def __init__(self, app, key: str) -> None:
+        self.app, self.key = app, key.encode()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1"):
+            return await self.app(scope, receive, send)
+        given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        token = given[7:] if given[:7].lower() == b"bearer " else b""
+        if hmac.compare_digest(token, self.key):
+            return await self.app(scope, receive, send)
+        msg = "Incorrect API key provided" if token else "Missing API key: send Authorization: Bearer KEY"
+        await JSONResponse(APIError(401, msg, code="invalid_api_key").body(), status_code=401)(scope, receive, send)
+
+
 def create_app(engine: BatchEngine, config: ServeConfig) -> FastAPI:
     """The ASGI app serving one loaded model."""
     app = FastAPI(title="gptoss", docs_url=None, redoc_url=None, openapi_url=None)
@@ -48,15 +66,8 @@ def create_app(engine: BatchEngine, config: ServeConfig) -> FastAPI:
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(APIError(500, f"internal error: {type(exc).__name__}: {exc}").body(), status_code=500)
 
-    @app.middleware("http")
-    async def _auth(request: Request, call_next):
-        if config.api_key and request.url.path.startswith("/v1"):
-            given = request.headers.get("authorization", "")
-            token = given[7:] if given[:7].lower() == "bearer " else ""
-            if not hmac.compare_digest(token.encode(), config.api_key.encode()):
-                msg = "Incorrect API key provided" if token else "Missing API key: send Authorization: Bearer KEY"
-                return JSONResponse(APIError(401, msg, code="invalid_api_key").body(), status_code=401)
-        return await call_next(request)
+    if config.api_key:
+        app.add_middleware(KeyCheck, key=config.api_key)
 
     @app.get("/health")
     async def health() -> dict:

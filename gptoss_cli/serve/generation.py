@@ -7,6 +7,7 @@ split into reasoning text, answer text and the tool call, so no channel token ca
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -75,7 +76,10 @@ class Generation:
     def __init__(self, engine: BatchEngine, prompt: list[int], *, max_tokens: int, temperature: float,
                  top_p: float, seed: int | None, control: Controller | None, stop: list[str]) -> None:
         self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._pending: list[Event] = []           # filled by the engine thread, drained by the event loop
+        self._lock = threading.Lock()
+        self._woken = False                       # a wake-up is scheduled and has not been drained yet
+        self._ready = asyncio.Event()
         self.engine = engine
         self.parser = StreamParser(engine.backend.token_bytes)
         self.stop = StopText(stop)
@@ -93,17 +97,26 @@ class Generation:
         self.engine.cancel(self.job)
 
     async def events(self):
-        """Reasoning and content events, then one "end" event."""
+        """Reasoning and content events, then one "end" event. Text the loop had not taken yet when more
+        came is merged into one event (a busy loop sends fewer, longer deltas instead of falling behind)."""
         while True:
-            event = await self.queue.get()
-            yield event
-            if event.kind == "end":
-                return
+            await self._ready.wait()
+            with self._lock:
+                pending, self._pending, self._woken = self._pending, [], False
+                self._ready.clear()
+            for event in _merged(pending):
+                yield event
+                if event.kind == "end":
+                    return
 
     # --- engine thread ----------------------------------------------------------------------------
 
     def _emit(self, kind: str, text: str = "", reason: str = "") -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, Event(kind, text, reason))
+        with self._lock:
+            self._pending.append(Event(kind, text, reason))
+            wake, self._woken = not self._woken, True
+        if wake:   # one wake-up per batch of events: each costs the loop a syscall and a turn
+            self.loop.call_soon_threadsafe(self._ready.set)
 
     def _on_token(self, token: int) -> bool:
         self.out.completion_tokens += 1
@@ -147,6 +160,16 @@ class Generation:
         else:
             out.finish_reason = "tool_calls" if out.call is not None else "stop"
         self._emit("end", reason=out.finish_reason)
+
+
+def _merged(events: list[Event]) -> list[Event]:
+    out: list[Event] = []
+    for event in events:
+        if out and event.kind == out[-1].kind and event.kind != "end":
+            out[-1] = Event(event.kind, out[-1].text + event.text)
+        else:
+            out.append(event)
+    return out
 
 
 def now() -> int:
