@@ -94,11 +94,12 @@ def bench_rpc(out: Path) -> dict:
     result = _optional("rpc_bench", lambda m: m.run(gguf, out=out))
     t = Table(title=f"rpc: {result.get('tokens')} tokens, greedy; {result.get('cpu')}, "
                     f"load average {result.get('loadavg_before')}")
-    for col in ("run", "load s", "prompt tok/s", "decode tok/s"):
+    for col in ("run", "load s", "prompt tok/s", "decode tok/s", "greedy text as"):
         t.add_column(col, justify="right")
     for r in result.get("rows", []):
-        t.add_row(r["run"], str(r["load_s"]), str(r["prompt_tps"]), str(r["decode_tps"]))
+        t.add_row(r["run"], str(r["load_s"]), str(r["prompt_tps"]), str(r["decode_tps"]), r["same_text_as"])
     console.print(t)
+    console.print(f"cached RPC / local: {result.get('rpc_vs_local')}")
     return result
 
 

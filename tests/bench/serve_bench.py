@@ -154,7 +154,8 @@ def run(gguf: Path, workdir: Path, streams=(1, 2, 4, 8), tokens: int = 64, repea
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    rows = [{"server": peer, "streams": n, **{k: round(statistics.median(r[k] for r in rs), 1) for k in rs[0]}}
+    rows = [{"server": peer, "streams": n, **{k: round(statistics.median(r[k] for r in rs), 1) for k in rs[0]},
+             "tok_s_runs": [round(r["tok_s"], 1) for r in rs]}
             for (peer, n), rs in sorted(runs.items(), key=lambda kv: (peers.index(kv[0][0]), kv[0][1]))]
     ref = {r["streams"]: r for r in rows if r["server"] == "llama-server"}
     for r in rows:
