@@ -55,11 +55,11 @@ def test_greedy_and_seeds():
 
 
 def test_full_vocabulary_draws_match_the_softmax():
-    """gpt-oss's vocabulary size (the SIMD kernel's tail and the block walk included): draw frequencies of the
+    """gpt-oss's vocabulary size (the block walk up to the padded last block): draw frequencies of the
     most likely tokens match exp(logit - max) / sum computed in float64."""
     rng = np.random.default_rng(1)
     logits = rng.normal(0, 1, 201088).astype(np.float32)
-    logits[[7, 100_000, 201087]] = [14.0, 13.5, 13.0]   # ~88% of the mass; 201087 sits in the kernel's scalar tail
+    logits[[7, 100_000, 201087]] = [14.0, 13.5, 13.0]   # ~88% of the mass; 201087: the last token, in the last block
     p = np.exp(logits.astype(np.float64) - logits.max())
     p /= p.sum()
     s = Sampler(logits.size, temperature=1.0, top_p=1.0, seed=4)
