@@ -126,7 +126,7 @@ def _round(peer: str, port: int, streams: int, tokens: int) -> dict:
             "ttft_p95_ms": p95, "tokens": sum(r["tokens"] for r in results)}
 
 
-def run(gguf: Path, workdir: Path, streams=(1, 2, 4, 8), tokens: int = 64, repeats: int = 3,
+def run(gguf: Path, workdir: Path, streams=(1, 2, 4, 8), tokens: int = 64, repeats: int = 5,
         peers=PEERS, ctx: int = 1024) -> dict:
     """Every peer, every stream count: median aggregate tok/s and TTFT over repeats. All servers stay up
     and the peers take turns round by round (order reversed every repeat), so a burst of load on the
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("gguf", type=Path)
     ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--streams", default="1,2,4,8")
     ap.add_argument("--peers", default=",".join(PEERS))
     ap.add_argument("--workdir", type=Path, default=ROOT / "bench-out")
