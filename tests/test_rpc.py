@@ -288,7 +288,8 @@ def test_serve_over_two_workers_answers_as_local(tiny_gguf, workers):
     body = json.dumps({"messages": [{"role": "user", "content": PROMPT}], "temperature": 0,
                        "max_tokens": 24}).encode()
     answers = []
-    for extra in ([], ["--rpc", ",".join(w.endpoint for w in workers), "--gpu-layers", "-1"]):
+    rpc = ["--rpc", ",".join(w.endpoint for w in workers), "--gpu-layers", "-1"]
+    for extra in ([], rpc, [*rpc, "--fit"]):
         served = serveutil.start(tiny_gguf, "--ctx-size", "512", "--parallel", "1", *extra)
         try:
             status, raw = served.request("POST", "/v1/chat/completions", body,
@@ -300,7 +301,10 @@ def test_serve_over_two_workers_answers_as_local(tiny_gguf, workers):
         answers.append((message["content"], message.get("reasoning_content")))
         if extra:
             assert any("workers: " + workers[0].endpoint in line for line in served.stderr)
-    assert answers[0] == answers[1]
+        if "--fit" in extra:   # planned over the local RAM and both workers' devices
+            assert any("context 512, 2 devices" in line for line in served.stderr)
+            assert any(line.startswith("--fit: ") for line in served.stderr)
+    assert answers[0] == answers[1] == answers[2]
 
 
 @needs_rpc

@@ -176,3 +176,19 @@ def test_non_loopback_host_needs_a_key_or_no_auth(tiny_gguf, cli, tmp_path):
     empty.write_text("\n")
     r = cli("serve", str(tiny_gguf), "--api-key-file", str(empty))
     assert r.returncode == 2 and "key file is empty" in r.stderr
+
+
+def test_fit_plans_the_cache_of_every_slot_then_serves(tiny_gguf, cli):
+    """`serve --fit` sizes the plan for --ctx-size tokens in each of the --parallel slots, says where the model
+    goes (this machine has no GPU: all of it in RAM) and serves; a manual placement next to it is refused."""
+    served = start(tiny_gguf, "--fit", "--parallel", "3", "--ctx-size", "512")
+    try:
+        body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}).encode()
+        status, raw = served.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+    finally:
+        assert stop(served) == 130
+    assert status == 200 and json.loads(raw)["usage"]["completion_tokens"] >= 1
+    err = "".join(served.stderr)
+    assert "context 1536" in err and "--fit: no usable GPU memory, running on the CPU" in err
+    r = cli("serve", str(tiny_gguf), "--port", "0", "--fit", "--cpu-moe")
+    assert r.returncode == 2 and "either --fit or --cpu-moe" in r.stderr and r.stdout == ""
