@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 
 from converters.errors import BadInputError
-from gptoss_cli.engine import harmony
+from gptoss_cli.engine import harmony, harmony_stream
 from gptoss_cli.engine.constrain import Constraint, Controller, grammar_for
 from tests.oracles import o200k_harmony
 
@@ -116,10 +116,10 @@ def backend(tiny_gguf):
     b.close()
 
 
-def _run(backend, constraint: Constraint, max_tokens: int = 120, temperature: float = 1.0) -> harmony.StreamParser:
+def _run(backend, constraint: Constraint, max_tokens: int = 120, temperature: float = 1.0) -> harmony_stream.StreamParser:
     prompt = backend.tokenize(harmony.render_prompt([harmony.Message("user", "Tell me about Ann.")]))
     ctl = Controller(constraint, backend.tokenize, backend.token_bytes)
-    parser = harmony.StreamParser(backend.token_bytes)
+    parser = harmony_stream.StreamParser(backend.token_bytes)
     for token in backend.generate(prompt, temperature=temperature, top_p=1.0, max_tokens=max_tokens,
                                   stop=set(harmony.STOP_IDS), control=ctl):
         parser.feed(token)

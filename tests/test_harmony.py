@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from gptoss_cli.engine import harmony
-from gptoss_cli.engine.harmony import Message, StreamParser
+from gptoss_cli.engine.harmony import Message
+from gptoss_cli.engine.harmony_stream import StreamParser
 
 DATA = Path(__file__).parent / "data"
 os.environ.setdefault("TIKTOKEN_ENCODINGS_BASE", str(DATA))

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from gptoss_cli.engine import harmony
-from gptoss_cli.engine.harmony import Message, StreamParser
+from gptoss_cli.engine.harmony import Message
+from gptoss_cli.engine.harmony_stream import StreamParser
 from gptoss_cli.engine.harmony_tools import (ToolSpec, call_message, find_call, parse_arguments,
                                              result_message)
 

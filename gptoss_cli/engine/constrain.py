@@ -26,7 +26,8 @@ from functools import lru_cache
 from typing import Callable
 
 from converters.errors import BadInputError
-from gptoss_cli.engine.harmony import CALL, FIRST_SPECIAL_ID, RETURN, SPECIAL_IDS, STOP_IDS, StreamParser
+from gptoss_cli.engine.harmony import CALL, FIRST_SPECIAL_ID, RETURN, SPECIAL_IDS, STOP_IDS
+from gptoss_cli.engine.harmony_stream import StreamParser
 from gptoss_cli.engine.sampling import Sampler
 
 END, START = SPECIAL_IDS["<|end|>"], SPECIAL_IDS["<|start|>"]

@@ -20,7 +20,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from gptoss_cli.engine.harmony import Message, ParsedMessage, is_call
+from gptoss_cli.engine.harmony import Message
+from gptoss_cli.engine.harmony_stream import ParsedMessage, is_call
 
 NAMESPACE = "functions"
 CONSTRAIN_JSON = "<|constrain|>json"

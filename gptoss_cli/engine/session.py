@@ -12,7 +12,8 @@ from typing import Callable, Protocol, Sequence
 
 from converters.errors import BadInputError
 from gptoss_cli.engine import harmony
-from gptoss_cli.engine.harmony import Message, StreamParser
+from gptoss_cli.engine.harmony import Message
+from gptoss_cli.engine.harmony_stream import StreamParser
 from gptoss_cli.engine.harmony_tools import ToolCall, ToolSpec, find_call, result_message
 
 TRANSCRIPT_FORMAT = "gptoss-chat/1"

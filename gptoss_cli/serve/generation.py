@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from gptoss_cli.engine.batch import BatchEngine, Job
 from gptoss_cli.engine.constrain import Controller
-from gptoss_cli.engine.harmony import ParsedMessage, StreamParser, is_call
+from gptoss_cli.engine.harmony_stream import ParsedMessage, StreamParser, is_call
 from gptoss_cli.engine.harmony_tools import ToolCall, find_call
 
 
