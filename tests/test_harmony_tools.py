@@ -289,7 +289,8 @@ FINAL_REPLY = '<|channel|>analysis<|message|>It is sunny.<|end|><|start|>assista
 
 
 def test_tool_loop_keeps_analysis_during_the_turn_and_drops_it_after(enc, tok):
-    from gptoss_cli.engine.session import Sampling, Session, run_turn
+    from gptoss_cli.engine.session import Sampling, Session
+    from gptoss_cli.engine.turn import run_turn
 
     model = _Scripted(tok, [CALL_REPLY, FINAL_REPLY, FINAL_REPLY])
     session = Session(n_ctx=8192, date=DATE, tools=[WEATHER])
@@ -314,7 +315,8 @@ def test_tool_loop_keeps_analysis_during_the_turn_and_drops_it_after(enc, tok):
 
 
 def test_tool_loop_stops_at_max_tool_calls(tok):
-    from gptoss_cli.engine.session import Sampling, Session, run_turn
+    from gptoss_cli.engine.session import Sampling, Session
+    from gptoss_cli.engine.turn import run_turn
 
     model = _Scripted(tok, [CALL_REPLY] * 5)
     session = Session(n_ctx=8192, date=DATE, tools=[WEATHER])
@@ -327,7 +329,8 @@ def test_tool_loop_stops_at_max_tool_calls(tok):
 
 
 def test_saved_transcripts_keep_calls_results_and_tool_records(tok, tmp_path):
-    from gptoss_cli.engine.session import Sampling, Session, run_turn
+    from gptoss_cli.engine.session import Sampling, Session
+    from gptoss_cli.engine.turn import run_turn
 
     session = Session(n_ctx=8192, date=DATE, tools=[WEATHER])
     model = _Scripted(tok, [CALL_REPLY, FINAL_REPLY])

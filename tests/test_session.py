@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from converters.errors import BadInputError
-from gptoss_cli.engine.session import Sampling, Session, run_turn, stats_rows
+from gptoss_cli.engine.session import Sampling, Session, stats_rows
+from gptoss_cli.engine.turn import run_turn
 
 DATA = Path(__file__).parent / "data"
 tiktoken = pytest.importorskip("tiktoken")

@@ -9,7 +9,8 @@ from typing import Callable
 
 from converters.errors import BadInputError
 from gptoss_cli import paths, ui
-from gptoss_cli.engine.session import Session, Sampling, TurnResult, run_turn
+from gptoss_cli.engine.session import Session, Sampling, TurnResult
+from gptoss_cli.engine.turn import run_turn
 from gptoss_cli.tools.mcp_client import ToolHub, parse_server
 from gptoss_cli.tools.runner import Approval, ToolRunner, arguments_text, specs
 
