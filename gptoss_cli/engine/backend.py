@@ -134,8 +134,8 @@ class Backend:
         if len(prompt) >= self.n_ctx:
             raise ContextFull(None, f"the prompt is {len(prompt)} tokens, the context holds {self.n_ctx}",
                               "Start a new conversation or raise --ctx-size")
-        sample = Sampler(self.n_vocab, temperature=temperature, top_p=top_p, seed=self.opts.seed).sample
-        chains = GrammarChains(self._vocab, temperature=temperature, top_p=top_p, seed=self.opts.seed)
+        sampler = Sampler(self.n_vocab, temperature=temperature, top_p=top_p, seed=self.opts.seed)
+        sample, chains = sampler.sample, GrammarChains(self._vocab, sampler)
         try:
             self._feed(prompt)
             one = (ctypes.c_int32 * 1)()

@@ -211,7 +211,7 @@ class BatchEngine:
         slot.sampler = Sampler(self._n_vocab, temperature=job.temperature, top_p=job.top_p, seed=job.seed)
         ctl = job.control
         if ctl is not None:
-            slot.chains = GrammarChains(self._vocab, temperature=job.temperature, top_p=job.top_p, seed=job.seed)
+            slot.chains = GrammarChains(self._vocab, slot.sampler)
         slot.forced = ctl.begin() if ctl is not None else []
 
     def _swa_covers(self, seq: int, n_past: int) -> bool:

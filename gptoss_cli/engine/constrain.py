@@ -288,13 +288,12 @@ class GrammarSampler:
 
 
 class GrammarChains:
-    """The grammar samplers of one reply, one per grammar text, made when first needed; close() frees them."""
+    """The grammar samplers of one reply, one per grammar text, made when first needed; close() frees them.
+    They draw with the reply's own Sampler (one seeded random stream for the whole reply)."""
 
-    def __init__(self, vocab, *, temperature: float, top_p: float, seed: int | None) -> None:
-        import llama_cpp as lc
-
+    def __init__(self, vocab, sampler: Sampler) -> None:
         self._vocab = vocab
-        self._sampler = Sampler(lc.llama_vocab_n_tokens(vocab), temperature=temperature, top_p=top_p, seed=seed)
+        self._sampler = sampler
         self._samplers: dict[str, GrammarSampler] = {}
 
     def sample(self, grammar: str, ctx, idx: int) -> int:

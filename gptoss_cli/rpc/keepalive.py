@@ -19,6 +19,7 @@ import os
 import socket
 import stat
 import threading
+import time
 
 from gptoss_cli.rpc.endpoints import Endpoint
 
@@ -128,10 +129,9 @@ def watch(endpoints: list[Endpoint]) -> None:
 
 
 def _loop() -> None:
-    event = threading.Event()
     while True:
         try:
             scan()
         except OSError:
             pass   # a socket closed under the scan: the next one sees the rest
-        event.wait(SCAN_S)
+        time.sleep(SCAN_S)
