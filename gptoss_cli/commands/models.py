@@ -1,0 +1,77 @@
+"""Model files on this machine: pull, list, rm."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from gptoss_cli.commands.options import JsonOut
+from gptoss_cli.completion import complete_snapshot_model
+from gptoss_cli.errors import run_guarded
+
+PULL_EXIT_CODES = """Exit codes: 0 pulled or up to date; 1 network, server or checksum failure (rerun resumes);
+2 bad input (unknown, gated or unauthorised repo, bad revision, not gpt-oss, unsafe file names, not
+enough disk); 130 interrupted (finished bytes are kept; rerun resumes)."""
+
+
+def pull(
+    model: str = typer.Argument(..., autocompletion=complete_snapshot_model,
+                                help="20b, 120b, or a Hugging Face repo id of a gpt-oss model."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Branch, tag or commit sha (default: main)."),
+    local_dir: Optional[Path] = typer.Option(None, "--dir", help="Put the files in this folder instead of the HF cache."),
+    token: Optional[str] = typer.Option(None, "--token", help="Hugging Face token (default: $HF_TOKEN or `hf auth login`).",
+                                        show_default=False),
+    quantize: bool = typer.Option(False, "--quantize", help="Then run `gptoss quantize` with the default recipe."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip the sha256 check of downloaded files."),
+    workers: int = typer.Option(8, "--max-workers", min=1, max=32, help="Files downloaded in parallel."),
+    json_out: bool = typer.Option(False, "--json", help="Print the plan and the result as one JSON document."),
+) -> None:
+    """Download the files a GGUF converter needs (never original/ or metal/); resumable and sha256-checked.
+
+    Examples:
+
+        gptoss pull 20b
+
+        gptoss pull 120b --revision 8b193b0 --dir /data/gpt-oss-120b
+
+        gptoss pull 20b --quantize && gptoss chat
+    """
+    from gptoss_cli.hub.pull import run_pull
+
+    run_guarded(lambda: run_pull(model, revision, local_dir, token, quantize, not no_verify, json_out, workers))
+
+
+def list_models(json_out: JsonOut = False) -> None:
+    """List local gpt-oss snapshots and GGUF files: name, revision, size, path.
+
+    Examples:
+
+        gptoss list
+
+        gptoss list --json | jq '.models[].path'
+    """
+    from gptoss_cli.hub.library import run_list
+
+    run_guarded(lambda: run_list(json_out))
+
+
+def rm(
+    model: str = typer.Argument(..., autocompletion=complete_snapshot_model,
+                                help="20b, 120b, a repo id, a --dir folder or a .gguf path."),
+    gguf_only: bool = typer.Option(False, "--gguf-only", help="Keep the downloaded snapshot; delete only GGUFs."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    json_out: JsonOut = False,
+) -> None:
+    """Delete a model's downloaded snapshot and GGUF files, after confirmation.
+
+    Examples:
+
+        gptoss rm 20b
+
+        gptoss rm 120b --gguf-only --yes
+    """
+    from gptoss_cli.hub.library import run_rm
+
+    run_guarded(lambda: run_rm(model, gguf_only, yes, json_out))

@@ -1,0 +1,39 @@
+"""Option and argument declarations that several commands share (the huggingface_hub CLI's Annotated style)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+from gptoss_cli.completion import complete_gguf_model
+
+
+class FlashAttn(str, Enum):
+    """llama.cpp's --flash-attn values."""
+
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
+GgufModel = Annotated[Optional[str], typer.Argument(
+    autocompletion=complete_gguf_model, help="A .gguf path or 20b/120b (default: the last GGUF written).")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+Threads = Annotated[Optional[int], typer.Option("--threads", "-t", min=1, help="CPU threads (default: auto).")]
+Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
+Rpc = Annotated[Optional[str], typer.Option(
+    "--rpc", help="Spread the layers over these `gptoss worker`s: HOST:PORT[,HOST:PORT...].")]
+Effort = Annotated[str, typer.Option("--effort", "-e", help="Reasoning effort: low, medium or high.")]
+MaxTokens = Annotated[Optional[int], typer.Option(
+    "--max-tokens", min=1, help="Most tokens per reply, thinking included (default: the context).")]
+ThinkingBudget = Annotated[Optional[int], typer.Option(
+    "--thinking-budget", min=0, help="At most N thinking tokens; then the answer is opened.")]
+GpuLayers = Annotated[int, typer.Option(
+    "--gpu-layers", "-ngl", help="Layers on the GPU (-1: all, when there is one).")]
+FlashAttnOpt = Annotated[FlashAttn, typer.Option(
+    "--flash-attn", "-fa", help="Flash attention: auto (llama.cpp turns it on where the backend supports it), "
+                                "on or off.")]
+CpuMoe = Annotated[bool, typer.Option("--cpu-moe", help="Keep all expert weights in system RAM.")]
+NCpuMoe = Annotated[int, typer.Option("--n-cpu-moe", min=0, help="Keep the experts of the first N layers in RAM.")]

@@ -1,0 +1,142 @@
+"""GGUF files: quantize, info, recipes, imatrix, eval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from gptoss_cli.commands.options import Force, GgufModel, JsonOut, Rpc, Threads
+from gptoss_cli.completion import complete_recipe, complete_snapshot_model
+from gptoss_cli.errors import run_guarded
+
+QUANTIZE_EXIT_CODES = """Exit codes: 0 written (or planned with --dry-run); 1 llama.cpp's quantizer failed; 2 bad input
+(unknown recipe or type, bad --tensor-type regex, missing imatrix, target too small, output exists, not
+enough disk); 130 interrupted (nothing half-written is left)."""
+
+
+def quantize(
+    model: Optional[str] = typer.Argument(None, autocompletion=complete_snapshot_model,
+                                         help="Snapshot folder, 20b/120b or a repo id "
+                                              "(default: the last `gptoss pull`)."),
+    recipe: str = typer.Option("mxfp4", "--recipe", "-r", autocompletion=complete_recipe,
+                               help="mxfp4 (default), f16, bf16, q8, experts-q4, experts-q3, experts-q2; "
+                                    "see `gptoss recipes`."),
+    output: list[str] = typer.Option([], "--output", "-o",
+                                     help="Output .gguf (default: $GPTOSS_HOME/models/REPO-NAME-RECIPE.gguf). "
+                                          "A type name (`--output q8_0`) sets output.weight's type instead."),
+    experts: Optional[str] = typer.Option(None, "--experts", help="Type of all expert tensors (e.g. q4_k, mxfp4)."),
+    attn: Optional[str] = typer.Option(None, "--attn", help="Type of attention q/k/v/o (e.g. q8_0)."),
+    embed: Optional[str] = typer.Option(None, "--embed", help="Type of the token embeddings (e.g. q6_k)."),
+    output_type: Optional[str] = typer.Option(None, "--output-type", help="Type of output.weight (e.g. q8_0)."),
+    tensor_type: list[str] = typer.Option([], "--tensor-type", help="REGEX=TYPE on GGUF tensor names; repeatable, "
+                                                                     "the last matching rule wins."),
+    imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="Importance matrix (from `gptoss imatrix` or "
+                                                                   "llama-imatrix); needed by experts-q3/q2."),
+    target_size: Optional[str] = typer.Option(None, "--target-size", help="Choose per-layer expert types to fit "
+                                                                          "this size, e.g. 48GB (binary: GiB)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print per-class sizes and the exact file size; "
+                                                          "write nothing."),
+    threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="Quantizer threads (default: all)."),
+    force: Force = False,
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as one JSON document."),
+) -> None:
+    """Convert gpt-oss safetensors to GGUF; experts stay bit-exact MXFP4 unless a recipe says otherwise.
+
+    Examples:
+
+        gptoss quantize 20b                               # mxfp4: experts as shipped, the rest Q8_0
+
+        gptoss quantize 120b --recipe experts-q3 --imatrix gpt-oss-120b.imatrix.gguf --dry-run
+
+        gptoss quantize 20b --experts q4_k --attn q8_0 --embed q6_k --tensor-type 'blk\\.0\\..*_exps=mxfp4'
+    """
+    from gptoss_cli.quant.quantize import QuantizeOptions, run_quantize, split_output
+
+    out_path, out_type = split_output(output, output_type)
+    opts = QuantizeOptions(model=model, recipe=recipe, output=out_path, force=force, as_json=json_out,
+                           experts=experts, attn=attn, embed=embed, output_type=out_type,
+                           tensor_types=tuple(tensor_type), imatrix=imatrix, target_size=target_size,
+                           dry_run=dry_run, threads=threads)
+    run_guarded(lambda: run_quantize(opts))
+
+
+def info(model: GgufModel = None, json_out: JsonOut = False) -> None:
+    """Show a GGUF's metadata and its tensor classes x types x bytes.
+
+    Examples:
+
+        gptoss info gpt-oss-20b-mxfp4.gguf
+
+        gptoss info 20b --json | jq .classes
+    """
+    from gptoss_cli.quant.info import run_info
+
+    run_guarded(lambda: run_info(model, json_out))
+
+
+def recipes(json_out: JsonOut = False) -> None:
+    """The quantization recipes: types per tensor class, imatrix need, expected size for 20b and 120b.
+
+    Examples:
+
+        gptoss recipes
+
+        gptoss recipes --json | jq '.recipes[].recipe'
+    """
+    from gptoss_cli.quant.recipes import run_recipes
+
+    run_guarded(lambda: run_recipes(json_out))
+
+
+def imatrix(
+    model: GgufModel = None,
+    text: Optional[str] = typer.Option(None, "--text", help="Calibration text file (`-` reads stdin)."),
+    from_file: Optional[Path] = typer.Option(None, "--from", help="Import an imatrix made by llama-imatrix "
+                                                                  "(GGUF or legacy .dat) instead."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (default: "
+                                          "$GPTOSS_HOME/models/gpt-oss-SIZE.imatrix.gguf)."),
+    chunk_size: int = typer.Option(512, "--chunk-size", "--ctx-size", "-c", min=16, help="Tokens per chunk."),
+    threads: Threads = None,
+    force: Force = False,
+    json_out: JsonOut = False,
+) -> None:
+    """Compute an importance matrix with llama.cpp (llama-imatrix's format; llama-quantize reads it too).
+
+    Examples:
+
+        gptoss imatrix 20b --text calib.txt
+
+        gptoss imatrix gpt-oss-120b-mxfp4.gguf --text calib.txt -o 120b.imatrix.gguf
+
+        gptoss imatrix --from imatrix.dat        # one made by llama-imatrix
+    """
+    from gptoss_cli.quant.imatrix import run_imatrix
+
+    run_guarded(lambda: run_imatrix(model, text, from_file, output, chunk_size, threads, force, json_out))
+
+
+def eval_(
+    reference: str = typer.Argument(..., help="The reference GGUF (e.g. the f16 recipe)."),
+    tests: list[str] = typer.Argument(..., help="One or more GGUFs to compare with it."),
+    text: str = typer.Option(..., "--text", help="Evaluation text file (`-` reads stdin)."),
+    ctx_size: int = typer.Option(512, "--ctx-size", "-c", min=16, help="Tokens per chunk."),
+    chunks: Optional[int] = typer.Option(None, "--chunks", min=1, help="Evaluate at most this many chunks."),
+    threads: Threads = None,
+    json_out: JsonOut = False,
+    rpc: Rpc = None,
+) -> None:
+    """KL divergence (mean, p99) and top-1 agreement against a reference GGUF, and each file's perplexity.
+
+    The second half of every chunk is scored, as llama-perplexity does.
+
+    Examples:
+
+        gptoss eval gpt-oss-20b-f16.gguf gpt-oss-20b-experts-q3.gguf --text sample.txt
+
+        gptoss eval ref.gguf a.gguf b.gguf --text wiki.txt --chunks 20 --json | jq '.results[].kl_mean'
+    """
+    from gptoss_cli.quant.evaluate import run_eval
+
+    run_guarded(lambda: run_eval(reference, tests, text, ctx_size, threads, chunks, json_out, rpc))
