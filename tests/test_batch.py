@@ -10,7 +10,8 @@ import pytest
 
 from gptoss_cli.engine import harmony
 from gptoss_cli.engine.backend import Backend, BackendOptions, ContextFull
-from gptoss_cli.engine.batch import BatchEngine, Job, QueueFull
+from gptoss_cli.engine.batch import BatchEngine
+from gptoss_cli.engine.jobs import Job, QueueFull
 
 pytest.importorskip("llama_cpp")
 # Flash attention off: llama.cpp's CPU flash-attention kernel rounds differently with the number of tokens in a

@@ -15,7 +15,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from converters.errors import BadInputError
 from gptoss_cli.engine.backend import ContextFull
-from gptoss_cli.engine.batch import BatchEngine, QueueFull, ShuttingDown
+from gptoss_cli.engine.batch import BatchEngine
+from gptoss_cli.engine.jobs import QueueFull, ShuttingDown
 from gptoss_cli.engine.constrain import Controller
 from gptoss_cli.serve import chat, responses
 from gptoss_cli.serve.api_error import APIError

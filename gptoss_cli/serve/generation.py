@@ -11,7 +11,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from gptoss_cli.engine.batch import BatchEngine, Job
+from gptoss_cli.engine.batch import BatchEngine
+from gptoss_cli.engine.jobs import Job
 from gptoss_cli.engine.constrain import Controller
 from gptoss_cli.engine.harmony_stream import ParsedMessage, StreamParser, is_call
 from gptoss_cli.engine.harmony_tools import ToolCall, find_call
