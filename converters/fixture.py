@@ -15,25 +15,16 @@ import json
 import os
 import shutil
 import sys
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from converters import hf_tokenizer
 from converters.errors import BadInputError, GptossError, OutputError
-from converters.mxfp4_ref import float32_to_bf16_bits, quantize_mxfp4
+from converters.fixture_weights import Tensor, plan_tensors
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "tests" / "data"
 VOCAB_SIZE = hf_tokenizer.VOCAB_SIZE
-# Standard deviation of the output logits (next-token entropy about 10 nats, top-1 still well defined).
-# With larger logits, or expert outputs as large as the residual stream, llama.cpp's own arithmetic noise
-# (it quantizes activations to Q8_0 in MXFP4 and Q8_0 matmuls) alone exceeds the parity thresholds.
-LOGIT_STD = 2.0
-EXPERT_OUT_SCALE = 0.25  # expert down-projection output relative to a unit-variance init
-CHUNK_VALUES = 4 << 20  # float32 values generated at once (16 MB)
 NEED_DATA = "Run from a gptoss checkout (it has tests/data)"
 
 Progress = Callable[[int, int], None]
@@ -104,104 +95,10 @@ def _check_shape(shape: FixtureShape) -> None:
         raise BadInputError(str(shape), "; ".join(problems), "Fix the fixture shape")
 
 
-@dataclass
-class _Tensor:
-    name: str
-    dtype: str  # safetensors dtype: "BF16" or "U8"
-    shape: tuple[int, ...]
-    chunks: Callable[[], Iterator[bytes]]
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape)) * (2 if self.dtype == "BF16" else 1)
-
-
-def _rng(seed: int, name: str) -> np.random.Generator:
-    return np.random.default_rng([seed, zlib.crc32(name.encode())])
-
-
-def _normal_bf16(seed: int, name: str, shape: tuple[int, ...], std: float, mean: float = 0.0) -> _Tensor:
-    """A bf16 tensor of N(mean, std^2) values, generated a bounded number of rows at a time."""
-
-    def chunks() -> Iterator[bytes]:
-        rng = _rng(seed, name)
-        row = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-        rows, step = shape[0], max(1, CHUNK_VALUES // row)
-        for start in range(0, rows, step):
-            count = min(step, rows - start) * row
-            values = rng.standard_normal(count, dtype=np.float32) * np.float32(std) + np.float32(mean)
-            yield float32_to_bf16_bits(values).tobytes()
-
-    return _Tensor(name, "BF16", shape, chunks)
-
-
-class _Experts:
-    """One MXFP4 expert projection [E, rows, cols]: blocks stream per expert, scales are kept for later."""
-
-    def __init__(self, seed: int, name: str, experts: int, rows: int, cols: int, std: float) -> None:
-        self.seed, self.name, self.std = seed, name, std
-        self.experts, self.rows, self.cols = experts, rows, cols
-        self._scales: list[bytes] | None = None
-
-    def tensors(self) -> list[_Tensor]:
-        groups = self.cols // 32
-        return [
-            _Tensor(f"{self.name}_blocks", "U8", (self.experts, self.rows, groups, 16), self._blocks),
-            _Tensor(f"{self.name}_scales", "U8", (self.experts, self.rows, groups), self._scales_chunks),
-        ]
-
-    def _blocks(self) -> Iterator[bytes]:
-        rng, scales = _rng(self.seed, self.name), []
-        for _ in range(self.experts):
-            weight = rng.standard_normal((self.rows, self.cols), dtype=np.float32) * np.float32(self.std)
-            blocks, expert_scales = quantize_mxfp4(weight)
-            scales.append(expert_scales.tobytes())
-            yield blocks.tobytes()
-        self._scales = scales
-
-    def _scales_chunks(self) -> Iterator[bytes]:
-        if self._scales is None:
-            for _ in self._blocks():
-                pass
-        yield from self._scales or []
-        self._scales = None
-
-
-def _plan(shape: FixtureShape, seed: int) -> list[_Tensor]:
-    """Every tensor of the checkpoint, in file order, with the init that keeps the model non-degenerate."""
-    h, q_dim, kv_dim = shape.hidden, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
-    out = [_normal_bf16(seed, "model.embed_tokens.weight", (VOCAB_SIZE, h), 1.0)]
-    for n in range(shape.layers):
-        p = f"model.layers.{n}."
-        out += [
-            _normal_bf16(seed, p + "input_layernorm.weight", (h,), 0.1, mean=1.0),
-            _normal_bf16(seed, p + "self_attn.q_proj.weight", (q_dim, h), h**-0.5),
-            _normal_bf16(seed, p + "self_attn.q_proj.bias", (q_dim,), 0.1),
-            _normal_bf16(seed, p + "self_attn.k_proj.weight", (kv_dim, h), h**-0.5),
-            _normal_bf16(seed, p + "self_attn.k_proj.bias", (kv_dim,), 0.1),
-            _normal_bf16(seed, p + "self_attn.v_proj.weight", (kv_dim, h), h**-0.5),
-            _normal_bf16(seed, p + "self_attn.v_proj.bias", (kv_dim,), 0.1),
-            _normal_bf16(seed, p + "self_attn.o_proj.weight", (h, q_dim), q_dim**-0.5),
-            _normal_bf16(seed, p + "self_attn.o_proj.bias", (h,), 0.1),
-            _normal_bf16(seed, p + "self_attn.sinks", (shape.heads,), 1.0),
-            _normal_bf16(seed, p + "post_attention_layernorm.weight", (h,), 0.1, mean=1.0),
-            _normal_bf16(seed, p + "mlp.router.weight", (shape.experts, h), h**-0.5),
-            _normal_bf16(seed, p + "mlp.router.bias", (shape.experts,), 0.5),
-        ]
-        e, i = shape.experts, shape.intermediate
-        out += _Experts(seed, p + "mlp.experts.gate_up_proj", e, 2 * i, h, h**-0.5).tensors()
-        out.append(_normal_bf16(seed, p + "mlp.experts.gate_up_proj_bias", (e, 2 * i), 0.1))
-        out += _Experts(seed, p + "mlp.experts.down_proj", e, h, i, EXPERT_OUT_SCALE * i**-0.5).tensors()
-        out.append(_normal_bf16(seed, p + "mlp.experts.down_proj_bias", (e, h), 0.1 * EXPERT_OUT_SCALE))
-    out.append(_normal_bf16(seed, "model.norm.weight", (h,), 0.1, mean=1.0))
-    out.append(_normal_bf16(seed, "lm_head.weight", (VOCAB_SIZE, h), LOGIT_STD * h**-0.5))
-    return out
-
-
-def _split(tensors: list[_Tensor], shards: int) -> list[list[_Tensor]]:
+def _split(tensors: list[Tensor], shards: int) -> list[list[Tensor]]:
     """Contiguous, non-empty groups of about total/shards bytes each."""
     target = sum(t.nbytes for t in tensors) / shards
-    parts: list[list[_Tensor]] = [[]]
+    parts: list[list[Tensor]] = [[]]
     size = 0
     for j, tensor in enumerate(tensors):
         to_open = shards - len(parts)
@@ -220,7 +117,7 @@ def _shard_names(shards: int) -> list[str]:
     return [f"model-{i:05d}-of-{shards - 1:05d}.safetensors" for i in range(shards)]
 
 
-def _write_safetensors(path: Path, tensors: list[_Tensor], tick: Callable[[int], None]) -> None:
+def _write_safetensors(path: Path, tensors: list[Tensor], tick: Callable[[int], None]) -> None:
     header: dict = {"__metadata__": {"format": "pt"}}
     offset = 0
     for t in tensors:
@@ -261,7 +158,7 @@ def _write_all(folder: Path, shape: FixtureShape, seed: int, tiktoken_path: Path
     _write_tokenizer(folder, tiktoken_path)
     _write_json(folder / "config.json", make_config(shape))
     _write_json(folder / "generation_config.json", GENERATION_CONFIG)
-    tensors = _plan(shape, seed)
+    tensors = plan_tensors(shape, seed)
     total = sum(t.nbytes for t in tensors)
     done = 0
 
