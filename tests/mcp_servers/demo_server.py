@@ -57,6 +57,13 @@ def picture() -> ImageContent:
     return ImageContent(type="image", data=base64.b64encode(b"\x89PNG" + b"\0" * 96).decode(), mime_type="image/png")
 
 
+def _mark(path: str, text: str) -> None:
+    """Write a marker file whole under its name (renamed into place): a test that sees it can read it."""
+    with open(path + ".part", "w") as f:
+        f.write(text)
+    os.replace(path + ".part", path)
+
+
 @server.tool()
 async def sleep(seconds: float) -> str:
     """Sleeps, then says so; writes a marker file when cancelled if MARKER is set."""
@@ -65,7 +72,7 @@ async def sleep(seconds: float) -> str:
     except asyncio.CancelledError:
         marker = os.environ.get("MARKER")
         if marker:
-            open(marker, "w").write("cancelled")
+            _mark(marker, "cancelled")
         raise
     return f"slept {seconds}"
 
@@ -75,7 +82,7 @@ async def wait() -> str:
     """Waits 60 s (a call to cancel with Ctrl-C); writes $MARKER.started, and $MARKER when cancelled."""
     marker = os.environ.get("MARKER")
     if marker:
-        open(marker + ".started", "w").write("started")
+        _mark(marker + ".started", "started")
     return await sleep(60)
 
 
