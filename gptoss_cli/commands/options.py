@@ -25,11 +25,6 @@ Threads = Annotated[Optional[int], typer.Option("--threads", "-t", min=1, help="
 Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
 Rpc = Annotated[Optional[str], typer.Option(
     "--rpc", help="Spread the layers over these `gptoss worker`s: HOST:PORT[,HOST:PORT...].")]
-Effort = Annotated[str, typer.Option("--effort", "-e", help="Reasoning effort: low, medium or high.")]
-MaxTokens = Annotated[Optional[int], typer.Option(
-    "--max-tokens", min=1, help="Most tokens per reply, thinking included (default: the context).")]
-ThinkingBudget = Annotated[Optional[int], typer.Option(
-    "--thinking-budget", min=0, help="At most N thinking tokens; then the answer is opened.")]
 GpuLayers = Annotated[int, typer.Option(
     "--gpu-layers", "-ngl", help="Layers on the GPU (-1: all, when there is one).")]
 FlashAttnOpt = Annotated[FlashAttn, typer.Option(

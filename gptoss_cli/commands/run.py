@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
-from gptoss_cli.commands.options import (CpuMoe, Effort, FlashAttn, FlashAttnOpt, GgufModel, GpuLayers, JsonOut,
-                                         MaxTokens, NCpuMoe, Rpc, ThinkingBudget, Threads)
+from gptoss_cli.commands.options import (CpuMoe, FlashAttn, FlashAttnOpt, GgufModel, GpuLayers, JsonOut, NCpuMoe,
+                                         Rpc, Threads)
 from gptoss_cli.completion import complete_gguf_model
 from gptoss_cli.errors import run_guarded
 
@@ -24,7 +24,7 @@ non-loopback --host without --allow-remote, unknown --device); 130 stopped with 
 
 def chat(
     model: GgufModel = None,
-    effort: Effort = "medium",
+    effort: str = typer.Option("medium", "--effort", "-e", help="Reasoning effort: low, medium or high."),
     show_thinking: bool = typer.Option(False, "--show-thinking", help="Show the model's thinking (dimmed)."),
     system: str = typer.Option("", "--system", "-s", help="Instructions for the model (the developer message)."),
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p",
@@ -34,7 +34,8 @@ def chat(
     temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="Sampling temperature (0 = greedy)."),
     top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling threshold."),
     seed: int = typer.Option(-1, "--seed", help="Sampling seed (-1: random)."),
-    max_tokens: MaxTokens = None,
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1,
+                                             help="Most tokens per reply, thinking included (default: the context)."),
     ctx_size: int = typer.Option(8192, "--ctx-size", "-c", min=64, help="Context size in tokens."),
     threads: Threads = None,
     gpu_layers: GpuLayers = -1,
@@ -53,7 +54,8 @@ def chat(
     max_tool_calls: int = typer.Option(16, "--max-tool-calls", min=0, help="Most tool calls per reply."),
     schema: Optional[str] = typer.Option(None, "--schema", help="The answer is JSON valid for this schema "
                                          "(a file, or inline JSON)."),
-    thinking_budget: ThinkingBudget = None,
+    thinking_budget: Optional[int] = typer.Option(None, "--thinking-budget", min=0,
+                                                  help="At most N thinking tokens; then the answer is opened."),
     tool_choice: str = typer.Option("auto", "--tool-choice", help="auto, none, or a tool NAME that the first "
                                     "call of each reply must be."),
 ) -> None:
