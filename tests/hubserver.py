@@ -97,6 +97,17 @@ class Faults:
     held: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
     sizes_listed: bool = True  # False: the listing has no sizes or hashes even with blobs=true (some mirrors)
+    # A hostile mirror: listing[file] = {field: value} overrides that file's fields in the model listing
+    # (e.g. {"blobId": "../../x"}), listing_sha overrides the commit, head[file] = {header: value} its resolve headers.
+    listing: dict[str, dict] = field(default_factory=dict)
+    listing_sha: str | None = None
+    head: dict[str, dict] = field(default_factory=dict)
+    on_cut: object = None  # called once a cut connection is closed (e.g. to move a fake clock past an expiry)
+
+
+def _patch(entry: dict, fields: dict) -> dict:
+    """entry with fields overridden (a field set to None is removed)."""
+    return {k: v for k, v in {**entry, **fields}.items() if v is not None}
 
 
 class HubServer:
@@ -171,7 +182,8 @@ class HubServer:
     def _reply(h, status: int, body: bytes = b"", headers: dict | None = None, head: bool = False) -> None:
         h.send_response(status)
         for k, v in (headers or {}).items():
-            h.send_header(k, v)
+            if v is not None:  # a header a fault removed
+                h.send_header(k, v)
         h.send_header("Content-Length", str(len(body)))
         h.end_headers()
         if not head and body:
@@ -244,10 +256,11 @@ class HubServer:
                      for f in files]
         else:
             blobs = query.get("blobs", ["false"])[0].lower() == "true" and self.faults.sizes_listed
-            siblings = [{"rfilename": f.name, **({"size": f.size, "blobId": f.blob_id} if blobs else {}),
-                         **({"lfs": {"size": f.size, "sha256": f.sha256, "pointerSize": 134}}
-                            if blobs and f.lfs else {})} for f in files]
-            body = {"_id": repo.commit[:24], "id": repo.repo_id, "modelId": repo.repo_id, "sha": repo.commit,
+            siblings = [_patch({"rfilename": f.name, **({"size": f.size, "blobId": f.blob_id} if blobs else {}),
+                                **({"lfs": {"size": f.size, "sha256": f.sha256, "pointerSize": 134}}
+                                   if blobs and f.lfs else {})}, self.faults.listing.get(f.name, {})) for f in files]
+            sha = self.faults.listing_sha or repo.commit
+            body = {"_id": repo.commit[:24], "id": repo.repo_id, "modelId": repo.repo_id, "sha": sha,
                     "private": repo.access == "private", "gated": "manual" if repo.access == "gated" else False,
                     "disabled": False, "tags": [], "siblings": siblings}
         self._reply(h, 200, json.dumps(body).encode(), {"Content-Type": "application/json"}, head)
@@ -261,10 +274,14 @@ class HubServer:
             return self._error(h, 404, "EntryNotFound", f"{name} does not exist", head, commit=repo.commit)
         common = {"X-Repo-Commit": repo.commit, "Accept-Ranges": "bytes"}
         if f.lfs:
-            common |= {"Location": f"{self.cdn_url}/cdn/{f.sha256}", "X-Linked-Etag": f'"{f.sha256}"',
-                       "X-Linked-Size": str(f.size), "ETag": f'"{f.blob_id}"'}
-            return self._reply(h, 302, b"", common, head)
-        self._send_file(h, f, {**common, "ETag": f'"{f.blob_id}"'}, head)
+            return self._redirect(h, repo, f, common, head)
+        self._send_file(h, f, {**common, "ETag": f'"{f.blob_id}"', **self.faults.head.get(f.name, {})}, head)
+
+    def _redirect(self, h, repo: Repo, f: RepoFile, common: dict, head: bool) -> None:
+        """An LFS file: 302 to the CDN origin."""
+        common |= {"Location": f"{self.cdn_url}/cdn/{f.sha256}", "X-Linked-Etag": f'"{f.sha256}"',
+                   "X-Linked-Size": str(f.size), "ETag": f'"{f.blob_id}"', **self.faults.head.get(f.name, {})}
+        self._reply(h, 302, b"", common, head)
 
     # --- the CDN origin ---------------------------------------------------------------------------
     def _cdn_handler(self, h: BaseHTTPRequestHandler, head: bool) -> None:
@@ -286,7 +303,8 @@ class HubServer:
         length = f.size - start
         h.send_response(status)
         for k, v in headers.items():
-            h.send_header(k, v)
+            if v is not None:
+                h.send_header(k, v)
         h.send_header("Content-Length", str(length))
         h.end_headers()
         if head:
@@ -311,6 +329,8 @@ class HubServer:
             h.close_connection = True
             h.wfile.flush()
             h.connection.shutdown(2)
+            if callable(self.faults.on_cut):
+                self.faults.on_cut()
 
     def _stream(self, h, f: RepoFile, start: int, end: int, corrupt: bool) -> bool:
         """Send bytes [start, end) of f; False when the client went away."""

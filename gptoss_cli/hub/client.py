@@ -17,10 +17,11 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlparse
 
 from converters.disk import free_bytes
 from converters.errors import BadInputError, GptossError, RunFailure
-from gptoss_cli.hub.errors import NotEnoughSpace, UnsafeFileName, translate
+from gptoss_cli.hub.errors import HubDataError, NotEnoughSpace, UnsafeFileName, translate
 
 ALLOW_NAMES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                "special_tokens_map.json", "chat_template.jinja", "model.safetensors.index.json",
@@ -35,6 +36,29 @@ CHUNK_SIZE = 1 << 20
 def endpoint() -> str:
     """The hub URL: $HF_ENDPOINT or https://huggingface.co (read per call, not at import)."""
     return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
+def shown_endpoint() -> str:
+    """The hub URL as printed: without any user:password@ it carries."""
+    parts = urlparse(endpoint())
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
+def same_origin(a: str, b: str) -> bool:
+    """Whether two URLs share scheme, host and port (auth headers never leave the hub's origin)."""
+    pa, pb = urlparse(a), urlparse(b)
+    return (pa.scheme, pa.hostname, pa.port) == (pb.scheme, pb.hostname, pb.port)
+
+
+def check_hex(value: object, field_name: str, where: str, lengths: tuple[int, ...] = (40, 64)) -> str:
+    """Return value if it is lowercase hex of one of the given lengths (the hub's forms), else refuse the repo.
+
+    Commit shas and git blob ids are 40 hex digits, LFS sha256 64; such values name files and folders here."""
+    if isinstance(value, str) and len(value) in lengths and re.fullmatch(r"[0-9a-f]+", value):
+        return value
+    shown = repr(value)[:50]
+    raise HubDataError(where, f"the hub sent {field_name} {shown}, not {' or '.join(map(str, lengths))} hex digits",
+                       "Refusing this repo; check HF_ENDPOINT, or report it to the mirror's owner")
 
 
 def cache_dir() -> Path:
@@ -172,12 +196,13 @@ def make_plan(repo_id: str, revision: str | None, local_dir: Path | None, token:
         raise translate(exc, repo_id, revision, token) from exc
     if not info.sha:
         raise RunFailure(repo_id, "the hub returned no commit for this revision", "Check HF_ENDPOINT")
+    check_hex(info.sha, "the commit sha", repo_id, (40,))
     files, skipped = [], []
     for s in info.siblings or []:
         check_name(s.rfilename)
         size = s.lfs.size if s.lfs else s.size
         if wanted(s.rfilename):
-            files.append(PlanFile(s.rfilename, size, s.lfs.sha256 if s.lfs else None, s.blob_id))
+            files.append(_plan_file(repo_id, s.rfilename, size, s.lfs.sha256 if s.lfs else None, s.blob_id))
         else:
             skipped.append((s.rfilename, size or 0))
     names = {f.name for f in files}
@@ -196,6 +221,17 @@ def make_plan(repo_id: str, revision: str | None, local_dir: Path | None, token:
     return plan
 
 
+def _plan_file(repo_id: str, name: str, size: object, sha256: object, blob_id: object) -> PlanFile:
+    """A listed file, its size, sha256 and blob id checked to be what the hub sends (they name files here)."""
+    where = f"{repo_id}: {name}"
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise HubDataError(where, f"the listing gives size {repr(size)[:30]}, not a byte count",
+                           "Refusing this repo; check HF_ENDPOINT, or report it to the mirror's owner")
+    sha = check_hex(sha256, "the LFS sha256", where, (64,)) if sha256 is not None else None
+    blob = check_hex(blob_id, "the blobId", where, (40,)) if blob_id is not None else None
+    return PlanFile(name, size, sha, blob)
+
+
 def _complete_from_head(repo_id: str, commit: str, token: str | None, files: list[PlanFile]) -> None:
     """A listing without sizes or hashes (a mirror that ignores blobs=true): take them from each file's HEAD
     metadata, as hf_hub_download does (X-Linked-Size / X-Linked-Etag for LFS files, the git blob id otherwise)."""
@@ -207,12 +243,16 @@ def _complete_from_head(repo_id: str, commit: str, token: str | None, files: lis
         if meta.size is None or not meta.etag:
             raise RunFailure(f.name, "the hub gave neither a size nor a checksum for this file",
                              "Try again later, or pull from huggingface.co (unset HF_ENDPOINT)")
+        if meta.xet_file_data is not None and meta.etag == meta.xet_file_data.file_hash:
+            raise RunFailure(f.name, "the hub gave a Xet hash for this file, no sha256 to verify it against",
+                             "Try again later, or pull from huggingface.co (unset HF_ENDPOINT)")
         f.size = meta.size
-        if re.fullmatch(r"[0-9a-f]{64}", meta.etag):
-            f.sha256 = meta.etag
-        elif re.fullmatch(r"[0-9a-f]{40}", meta.etag):
-            f.blob_id = meta.etag
-        f.etag = meta.etag
+        etag = check_hex(meta.etag, "the ETag", f"{repo_id}: {f.name}")
+        if len(etag) == 64:
+            f.sha256 = etag
+        else:
+            f.blob_id = etag
+        f.etag = etag
 
     if not files:
         return
@@ -262,8 +302,17 @@ class Callbacks:
     stopping: Callable[[], None] = lambda: None  # Ctrl-C: no more bytes are written from now on
 
 
+@dataclass
+class Retry:
+    """How a file's transfer is retried (fresh link from the hub, resuming the partial): up to `tries` failures
+    in a row without a new byte, waiting `wait` seconds before the first retry and twice as long each time after."""
+
+    tries: int = 5
+    wait: float = 1.0
+
+
 def download(plan: Plan, token: str | None, verify: bool = True, workers: int = 8,
-             callbacks: Callbacks | None = None) -> Path:
+             callbacks: Callbacks | None = None, retry: Retry | None = None) -> Path:
     """Fetch every missing file of the plan (config.json first), verify it, link it; return the folder."""
     from huggingface_hub import constants
 
@@ -276,13 +325,13 @@ def download(plan: Plan, token: str | None, verify: bool = True, workers: int = 
     first = [f for f in todo if f.name == "config.json"]
     try:
         for f in first:
-            fetch_file(plan, f, token, verify, cb, cancel)
+            fetch_file(plan, f, token, verify, cb, cancel, retry or Retry())
         assert_gpt_oss(plan.target / "config.json", plan.repo_id)
         rest = sorted((f for f in todo if f.name != "config.json"), key=lambda f: -f.size)
         if rest:
             pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(rest))), thread_name_prefix="pull")
             try:
-                futures = [pool.submit(fetch_file, plan, f, token, verify, cb, cancel) for f in rest]
+                futures = [pool.submit(fetch_file, plan, f, token, verify, cb, cancel, retry or Retry()) for f in rest]
                 wait(futures, return_when=FIRST_EXCEPTION)
                 failed = [fu for fu in futures if fu.done() and fu.exception()]
                 if failed:

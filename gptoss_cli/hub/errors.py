@@ -29,6 +29,12 @@ class HubUnavailable(RunFailure):
     what = "download failed"
 
 
+class HubDataError(RunFailure):
+    """The hub sent a hash, id or commit that is not the hex form the hub uses (exit 1)."""
+
+    what = "refusing repo"
+
+
 class ChecksumMismatch(RunFailure):
     """A downloaded file does not match the hub's sha256, twice."""
 
@@ -40,7 +46,7 @@ def translate(exc: BaseException, repo_id: str, revision: str | None, token: str
     import httpx2
     from huggingface_hub import errors as he
 
-    from gptoss_cli.hub.client import endpoint  # hub imports this module at load time
+    from gptoss_cli.hub.client import shown_endpoint as endpoint  # hub imports this module at load time
 
     if isinstance(exc, GptossError):
         return exc
@@ -58,6 +64,9 @@ def translate(exc: BaseException, repo_id: str, revision: str | None, token: str
     if isinstance(exc, he.OfflineModeIsEnabled):
         return BadInputError(target, "HF_HUB_OFFLINE is set and the files are not all downloaded",
                              "Unset HF_HUB_OFFLINE to download them")
+    if isinstance(exc, he.HfHubHTTPError) and status is not None and not _from_hub(exc):
+        return HubUnavailable(target, f"the download host answered HTTP {status}",
+                              "Rerun to resume; it fetches a fresh download link")
     if isinstance(exc, he.HfHubHTTPError) and status in (401, 403):
         return HubAccessError(target, f"the hub refused access (HTTP {status})", login[0].upper() + login[1:])
     if isinstance(exc, he.HfHubHTTPError):
@@ -79,5 +88,17 @@ def translate(exc: BaseException, repo_id: str, revision: str | None, token: str
                           "Rerun to resume; set GPTOSS_DEBUG=1 for details")
 
 
+def _from_hub(exc: BaseException) -> bool:
+    """Whether an HTTP error came from the hub's origin (not the download host it redirects to)."""
+    from gptoss_cli.hub.client import endpoint, same_origin
+    try:
+        return same_origin(str(exc.response.request.url), endpoint())  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):
+        return True
+
+
 def _scrub(text: str, token: str | None) -> str:
+    """Text without the token, and URLs without user:password@ credentials."""
+    import re
+    text = re.sub(r"(?<=://)[^/@\s]*@", "", text)
     return text.replace(token, "***") if token else text

@@ -63,13 +63,22 @@ def _download(plan: hub.Plan, token: str | None, verify: bool, workers: int, qua
     started = time.perf_counter()
     with ui.transfer_progress(sum(f.size for f in plan.files if not f.present), done) as bars:
         callbacks = hub.Callbacks(bars.start, bars.advance, bars.finish, bars.retry, bars.stopping)
-        folder = hub.download(plan, token, verify=verify, workers=workers, callbacks=callbacks)
+        folder = hub.download(plan, token, verify=verify, workers=workers, callbacks=callbacks, retry=_retry())
     seconds = time.perf_counter() - started
     rate = plan.download_bytes / 1e6 / max(seconds, 1e-9)
     ui.info(f"pulled {ui.human_bytes(plan.download_bytes)} in {seconds:.1f} s ({rate:.0f} MB/s)"
             + (", every file checked against the hub's checksums" if verify else ""))
     return {"status": "downloaded", "path": str(folder), "bytes_downloaded": plan.download_bytes,
             "seconds": round(seconds, 3), "mb_per_s": round(rate, 1), "verified": verify}
+
+
+def _retry() -> hub.Retry:
+    """Retry policy; $GPTOSS_PULL_RETRY_WAIT sets the first wait in seconds (tests use 0)."""
+    try:
+        wait = float(os.environ.get("GPTOSS_PULL_RETRY_WAIT", "1"))
+    except ValueError:
+        raise BadInputError("GPTOSS_PULL_RETRY_WAIT", "not a number of seconds", "Unset it or give e.g. 1") from None
+    return hub.Retry(wait=max(0.0, wait))
 
 
 def _same_disk(a: Path, b: Path) -> bool:

@@ -10,10 +10,9 @@ import re
 import threading
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlparse
 
-from gptoss_cli.hub.client import (Callbacks, Plan, PlanFile, blob_path, cache_dir, endpoint, has_blob,
-                                   partial_path, repo_storage)
+from gptoss_cli.hub.client import (Callbacks, Plan, PlanFile, Retry, blob_path, check_hex, endpoint, has_blob,
+                                   partial_path, repo_storage, same_origin)
 from gptoss_cli.hub.errors import ChecksumMismatch, HubUnavailable
 
 
@@ -68,12 +67,6 @@ class _Writer:
         return self.fh.truncate(size)
 
 
-def same_origin(a: str, b: str) -> bool:
-    """Whether two URLs share scheme, host and port (auth headers never leave the hub's origin)."""
-    pa, pb = urlparse(a), urlparse(b)
-    return (pa.scheme, pa.hostname, pa.port) == (pb.scheme, pb.hostname, pb.port)
-
-
 def _new_hasher(f: PlanFile, verify: bool):
     if not verify:
         return None
@@ -106,8 +99,9 @@ def _transfer(url: str, headers: dict, partial: Path, f: PlanFile, verify: bool,
     try:
         with open(partial, "ab") as fh:
             writer = _Writer(fh, hasher, *writer_args)
+            # _nb_retries=0: a drop comes back to _fetch_retrying, which retries through the hub (a fresh link)
             http_get(url, writer, resume_size=have, headers=headers, expected_size=f.size,
-                     displayed_filename=f.name, tqdm_class=_Quiet)
+                     displayed_filename=f.name, tqdm_class=_Quiet, _nb_retries=0)
     except BaseException:
         if partial.is_file() and partial.stat().st_size == 0:
             partial.unlink()
@@ -115,21 +109,75 @@ def _transfer(url: str, headers: dict, partial: Path, f: PlanFile, verify: bool,
     return writer.hasher.hexdigest() if writer.hasher is not None else None
 
 
-def fetch_file(plan: Plan, f: PlanFile, token: str | None, verify: bool, cb: Callbacks,
-               cancel: threading.Event) -> None:
-    """Fetch one file into the cache (or --dir), resuming its partial; sha256-check it, retry once on mismatch."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
-    from huggingface_hub.utils import WeakFileLock, build_hf_headers
+TRANSIENT = (408, 429, 500, 502, 503, 504)
+REFUSED = (401, 403, 410)  # from the download host: the signed link expired or was revoked; a fresh one helps
+
+
+def _resolve(plan: Plan, f: PlanFile, token: str | None) -> tuple[str, dict]:
+    """Ask the hub where the file's bytes are now (a signed download link for LFS/Xet files); return it and the
+    headers to send there (the token only to the hub's own origin)."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.utils import build_hf_headers
 
     url = hf_hub_url(plan.repo_id, f.name, revision=plan.commit, endpoint=endpoint())
     meta = get_hf_file_metadata(url, token=token or False, endpoint=endpoint())
-    if meta.etag and meta.etag != f.etag:
-        if f.sha256:
-            raise HubUnavailable(f.name, "the hub's ETag differs from its sha256 listing", "Try again in a minute")
-        f.etag = meta.etag  # a regular (non-LFS) file: hf names the blob by the ETag the server sends
+    if not f.sha256 and meta.etag and meta.etag != f.etag:  # a regular file: hf names its blob by the ETag
+        f.etag = check_hex(meta.etag, "the ETag", f"{plan.repo_id}: {f.name}")
+    # LFS files are named and verified by the listing's sha256; their ETag may be a Xet hash, never compared.
     headers = build_hf_headers(token=token or False)
     if not same_origin(url, meta.location):
-        headers.pop("authorization", None)  # signed CDN URL: the token stays on the hub
+        headers.pop("authorization", None)  # signed download link: the token stays on the hub
+    return meta.location, headers
+
+
+def _why_retry(exc: BaseException) -> str | None:
+    """Why a failed transfer is worth another try with a fresh link, or None when it is not."""
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(exc, HfHubHTTPError) and exc.response is not None:
+        status = exc.response.status_code
+        hub = same_origin(str(exc.response.request.url), endpoint())
+        if status in TRANSIENT or (status in REFUSED and not hub):
+            return f"{'the hub' if hub else 'the download host'} answered HTTP {status}"
+        return None
+    if isinstance(exc, httpx2.TransportError):
+        return f"connection lost ({type(exc).__name__})"
+    if isinstance(exc, OSError) and exc.errno is None and "Consistency check failed" in str(exc):
+        return "the connection ended early"
+    return None
+
+
+def _fetch_retrying(plan: Plan, f: PlanFile, token: str | None, verify: bool, cb: Callbacks,
+                    cancel: threading.Event, retry: Retry, first: tuple[str, dict]) -> str | None:
+    """Transfer the file, resuming its partial; after a drop, an expired link or a transient status, wait and
+    retry through the hub (a fresh link), at most retry.tries times in a row without a new byte."""
+    partial, misses, links = partial_path(plan, f), 0, [first]
+    while True:
+        before = partial.stat().st_size if partial.is_file() else 0
+        try:
+            location, headers = links.pop() if links else _resolve(plan, f, token)
+            return _transfer(location, headers, partial, f, verify, cb, cancel)
+        except Exception as exc:  # noqa: BLE001 - _why_retry picks the retryable ones
+            why = _why_retry(exc)
+            if why is None:
+                raise
+            misses = 0 if partial.is_file() and partial.stat().st_size > before else misses + 1
+            if misses > retry.tries:
+                raise HubUnavailable(f.name, f"{why}, {misses} times in a row",
+                                     "Try again later; a rerun resumes where this one stopped") from exc
+            cb.retry(f.name, f"{why}; retrying")
+            if cancel.wait(retry.wait * 2 ** (misses - 1) if misses else 0):
+                raise _Cancelled() from exc
+
+
+def fetch_file(plan: Plan, f: PlanFile, token: str | None, verify: bool, cb: Callbacks,
+               cancel: threading.Event, retry: Retry) -> None:
+    """Fetch one file into the cache (or --dir), resuming its partial; sha256-check it, retry once on mismatch."""
+    from huggingface_hub.file_download import _create_symlink
+    from huggingface_hub.utils import WeakFileLock
+
+    first = _resolve(plan, f, token)
     partial = partial_path(plan, f)
     lock = (repo_storage(plan.repo_id).parent / ".locks" / repo_storage(plan.repo_id).name / f"{f.etag}.lock"
             if plan.local_dir is None else partial.with_suffix(".lock"))
@@ -139,7 +187,7 @@ def fetch_file(plan: Plan, f: PlanFile, token: str | None, verify: bool, cb: Cal
         for attempt in (1, 2):
             if plan.local_dir is None and has_blob(plan, f):
                 break  # cached by another revision (or another process just finished it)
-            digest = _transfer(meta.location, headers, partial, f, verify, cb, cancel)
+            digest = _fetch_retrying(plan, f, token, verify, cb, cancel, retry, first)
             got = partial.stat().st_size if partial.is_file() else 0
             if got != f.size:  # what http_get does not check when it is told nothing is missing
                 raise HubUnavailable(f.name, f"received {got} bytes, the hub announced {f.size}",
@@ -155,13 +203,14 @@ def fetch_file(plan: Plan, f: PlanFile, token: str | None, verify: bool, cb: Cal
         if plan.local_dir is None:
             if not has_blob(plan, f):
                 os.replace(partial, blob_path(plan, f.etag))
+            # snapshots/<commit>/<name> -> ../../blobs/<etag>, the layout every HF tool reads
+            link = plan.target / f.name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            _create_symlink(str(blob_path(plan, f.etag)), str(link), new_blob=False)
         else:
             from huggingface_hub._local_folder import write_download_metadata
             dest = plan.local_dir / f.name
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(partial, dest)
             write_download_metadata(plan.local_dir, f.name, plan.commit, f.etag)
-    if plan.local_dir is None:  # links snapshots/<commit>/<name> to the blob, the way every HF tool expects
-        hf_hub_download(plan.repo_id, f.name, revision=plan.commit, cache_dir=cache_dir(),
-                        endpoint=endpoint(), token=token or False)
     cb.finish(f.name, f.size)
