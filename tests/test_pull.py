@@ -50,6 +50,7 @@ def hub(monkeypatch):
     with HubServer() as server:
         server.add_repo(REPO, repo_files(), lfs={"tokenizer.json"})
         monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("GPTOSS_PULL_RETRY_WAIT", "0")  # retries (bounded) without waiting
         monkeypatch.delenv("HF_TOKEN", raising=False)
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         yield server
@@ -265,6 +266,50 @@ def test_token_is_sent_to_the_hub_but_not_to_the_cdn(hub, isolated_home):
     assert TOKEN not in result.stdout + result.stderr
     cdn = [r for r in hub.requests if r[1].startswith("/cdn/")]
     assert cdn and not any(had_auth for *_, had_auth in cdn)
+
+
+EVIL = "../../../../escape-target"
+SHARD = "model-00002-of-00002.safetensors"
+
+
+def _hostile(hub, field: str) -> None:
+    """A mirror that serves a path instead of a hash, consistently in its listing and its headers."""
+    f = hub.faults
+    if field == "blobId":
+        f.listing["config.json"] = {"blobId": EVIL}
+        f.head["config.json"] = {"ETag": f'"{EVIL}"'}
+    elif field == "LFS sha256":
+        f.listing[SHARD] = {"lfs": {"size": SHARDS[SHARD], "sha256": EVIL, "pointerSize": 134}}
+        f.head[SHARD] = {"X-Linked-Etag": f'"{EVIL}"'}
+    elif field == "commit sha":
+        f.listing_sha = EVIL
+    else:  # the ETag of a HEAD, where a listing without hashes sends pull for them
+        f.sizes_listed = False
+        f.head["config.json"] = {"ETag": f'"{EVIL}"'}
+
+
+@pytest.mark.parametrize("field", ["blobId", "LFS sha256", "commit sha", "ETag"])
+def test_a_hostile_mirror_cannot_name_files_with_its_hashes(hub, isolated_home, field):
+    _hostile(hub, field)
+    result = run_cli("pull", "20b")
+    assert result.returncode == 1
+    line = error_line(result)
+    assert line.startswith("error: refusing repo") and f"the hub sent the {field} '{EVIL}'" in line
+    assert hub.served == {}  # refused before a byte is fetched
+    assert not [p for p in isolated_home.rglob("*") if "escape" in p.name]
+
+
+def test_credentials_in_hf_endpoint_are_never_printed(monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://mirror-user:s3cret-pass@127.0.0.1:9")  # nothing listens on 9
+    result = run_cli("pull", "20b")
+    assert result.returncode == 1
+    assert "cannot reach http://127.0.0.1:9" in error_line(result)
+    assert "s3cret-pass" not in result.stdout + result.stderr and "mirror-user" not in result.stderr
+
+
+def test_help_warns_that_token_is_visible_in_ps():
+    text = " ".join(run_cli("pull", "--help", env={"COLUMNS": "200"}).stdout.replace("│", " ").split())
+    assert "token on the command line is visible to other local users in ps: prefer HF_TOKEN or the saved login" in text
 
 
 def test_no_network_is_a_clear_error(monkeypatch):
