@@ -1,9 +1,10 @@
-"""Hugging Face Hub client for `gptoss pull`: plan, disk preflight, resumable verified download.
+"""Hugging Face Hub client for `gptoss pull`: the plan (what to fetch, what is here), disk preflight, shared types.
 
-Transfers use huggingface_hub's own plain-HTTP `http_get` (Range resume, retries) into a stable
-`<etag>.incomplete` file, so an interrupted pull resumes on the next run (huggingface_hub 2.x's own
-downloads use per-process temp files that are deleted on failure, so they never resume across runs). Finished blobs land in the standard HF cache layout and
-`hf_hub_download` links them into the snapshot, so `hf`, transformers and llama.cpp tools see them.
+Transfers (transfer.py) use huggingface_hub's own plain-HTTP `http_get` (Range resume) into a stable
+`<etag>.incomplete` file, so an interrupted pull resumes on the next run (huggingface_hub 2.x's own downloads
+use per-process temp files that are deleted on failure, so they never resume across runs). Finished blobs land
+in the standard HF cache layout, linked into the snapshot with huggingface_hub's own symlink helper, so `hf`,
+transformers and llama.cpp tools see them. Everything the hub sends is checked before it names a file.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import fnmatch
 import json
 import os
 import re
-import threading
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -309,52 +309,3 @@ class Retry:
 
     tries: int = 5
     wait: float = 1.0
-
-
-def download(plan: Plan, token: str | None, verify: bool = True, workers: int = 8,
-             callbacks: Callbacks | None = None, retry: Retry | None = None) -> Path:
-    """Fetch every missing file of the plan (config.json first), verify it, link it; return the folder."""
-    from huggingface_hub import constants
-
-    from gptoss_cli.hub.transfer import fetch_file
-
-    constants.DOWNLOAD_CHUNK_SIZE = CHUNK_SIZE
-    cb = callbacks or Callbacks()
-    cancel = threading.Event()
-    todo = [f for f in plan.files if not f.present]
-    first = [f for f in todo if f.name == "config.json"]
-    try:
-        for f in first:
-            fetch_file(plan, f, token, verify, cb, cancel, retry or Retry())
-        assert_gpt_oss(plan.target / "config.json", plan.repo_id)
-        rest = sorted((f for f in todo if f.name != "config.json"), key=lambda f: -f.size)
-        if rest:
-            pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(rest))), thread_name_prefix="pull")
-            try:
-                futures = [pool.submit(fetch_file, plan, f, token, verify, cb, cancel, retry or Retry()) for f in rest]
-                wait(futures, return_when=FIRST_EXCEPTION)
-                failed = [fu for fu in futures if fu.done() and fu.exception()]
-                if failed:
-                    raise failed[0].exception()
-            except KeyboardInterrupt:
-                cancel.set()
-                cb.stopping()  # workers stop at their next chunk, which a stalled connection may delay
-                raise
-            finally:
-                cancel.set()  # stops the other workers at their next chunk; their partial files stay
-                pool.shutdown(wait=True, cancel_futures=True)
-    except GptossError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - every hub failure becomes one typed error
-        raise translate(exc, plan.repo_id, plan.revision, token) from exc
-    if plan.local_dir is None and plan.revision != plan.commit:
-        _write_ref(plan)
-    return plan.target
-
-
-def _write_ref(plan: Plan) -> None:
-    ref = repo_storage(plan.repo_id) / "refs" / plan.revision
-    ref.parent.mkdir(parents=True, exist_ok=True)
-    tmp = ref.with_name(ref.name + ".partial")
-    tmp.write_text(plan.commit)
-    os.replace(tmp, ref)

@@ -11,6 +11,7 @@ from pathlib import Path
 from converters.errors import BadInputError
 from gptoss_cli import paths, ui
 from gptoss_cli.hub import client as hub
+from gptoss_cli.hub.download import download
 
 
 def run_pull(model: str, revision: str | None = None, local_dir: Path | None = None, token: str | None = None,
@@ -63,7 +64,7 @@ def _download(plan: hub.Plan, token: str | None, verify: bool, workers: int, qua
     started = time.perf_counter()
     with ui.transfer_progress(sum(f.size for f in plan.files if not f.present), done) as bars:
         callbacks = hub.Callbacks(bars.start, bars.advance, bars.finish, bars.retry, bars.stopping)
-        folder = hub.download(plan, token, verify=verify, workers=workers, callbacks=callbacks, retry=_retry())
+        folder = download(plan, token, verify=verify, workers=workers, callbacks=callbacks, retry=_retry())
     seconds = time.perf_counter() - started
     rate = plan.download_bytes / 1e6 / max(seconds, 1e-9)
     ui.info(f"pulled {ui.human_bytes(plan.download_bytes)} in {seconds:.1f} s ({rate:.0f} MB/s)"

@@ -1,6 +1,10 @@
 """One file's transfer for `gptoss pull`: resume a stable partial with huggingface_hub's http_get, hash it
 as it streams (sha256 for LFS files, the git blob id otherwise), retry once on a mismatch, then place it
-in the HF cache (linked by hf_hub_download) or in the --dir folder (with huggingface_hub's metadata)."""
+in the HF cache (a blob linked into the snapshot) or in the --dir folder (with huggingface_hub's metadata).
+
+LFS files (Xet-backed ones too) redirect to a download host on a signed link that expires. A drop, an
+expired or refused link, or a transient status is retried through the hub, which hands out a fresh link,
+resuming from the partial; only the hub's own 401/403 mean the token is wrong."""
 
 from __future__ import annotations
 
