@@ -240,7 +240,7 @@ def _complete_from_head(repo_id: str, commit: str, token: str | None, files: lis
     def head(f: PlanFile) -> None:
         url = hf_hub_url(repo_id, f.name, revision=commit, endpoint=endpoint())
         meta = get_hf_file_metadata(url, token=token or False, endpoint=endpoint())
-        if meta.size is None or not meta.etag:
+        if meta.size is None or meta.size < 0 or not meta.etag:
             raise RunFailure(f.name, "the hub gave neither a size nor a checksum for this file",
                              "Try again later, or pull from huggingface.co (unset HF_ENDPOINT)")
         if meta.xet_file_data is not None and meta.etag == meta.xet_file_data.file_hash:

@@ -64,7 +64,7 @@ def translate(exc: BaseException, repo_id: str, revision: str | None, token: str
     if isinstance(exc, he.OfflineModeIsEnabled):
         return BadInputError(target, "HF_HUB_OFFLINE is set and the files are not all downloaded",
                              "Unset HF_HUB_OFFLINE to download them")
-    if isinstance(exc, he.HfHubHTTPError) and status is not None and not _from_hub(exc):
+    if isinstance(exc, he.HfHubHTTPError) and status is not None and not from_hub(exc):
         return HubUnavailable(target, f"the download host answered HTTP {status}",
                               "Rerun to resume; it fetches a fresh download link")
     if isinstance(exc, he.HfHubHTTPError) and status in (401, 403):
@@ -88,7 +88,7 @@ def translate(exc: BaseException, repo_id: str, revision: str | None, token: str
                           "Rerun to resume; set GPTOSS_DEBUG=1 for details")
 
 
-def _from_hub(exc: BaseException) -> bool:
+def from_hub(exc: BaseException) -> bool:
     """Whether an HTTP error came from the hub's origin (not the download host it redirects to)."""
     from gptoss_cli.hub.client import endpoint, same_origin
     try:

@@ -13,11 +13,14 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 from gptoss_cli.hub.client import (Callbacks, Plan, PlanFile, Retry, blob_path, check_hex, endpoint, has_blob,
                                    partial_path, repo_storage, same_origin)
-from gptoss_cli.hub.errors import ChecksumMismatch, HubUnavailable
+from gptoss_cli.hub.errors import ChecksumMismatch, HubUnavailable, from_hub
+
+
+T = TypeVar("T")
 
 
 class _Cancelled(Exception):
@@ -140,8 +143,7 @@ def _why_retry(exc: BaseException) -> str | None:
     from huggingface_hub.errors import HfHubHTTPError
 
     if isinstance(exc, HfHubHTTPError) and exc.response is not None:
-        status = exc.response.status_code
-        hub = same_origin(str(exc.response.request.url), endpoint())
+        status, hub = exc.response.status_code, from_hub(exc)
         if status in TRANSIENT or (status in REFUSED and not hub):
             return f"{'the hub' if hub else 'the download host'} answered HTTP {status}"
         return None
@@ -152,21 +154,20 @@ def _why_retry(exc: BaseException) -> str | None:
     return None
 
 
-def _fetch_retrying(plan: Plan, f: PlanFile, token: str | None, verify: bool, cb: Callbacks,
-                    cancel: threading.Event, retry: Retry, first: tuple[str, dict]) -> str | None:
-    """Transfer the file, resuming its partial; after a drop, an expired link or a transient status, wait and
-    retry through the hub (a fresh link), at most retry.tries times in a row without a new byte."""
-    partial, misses, links = partial_path(plan, f), 0, [first]
+def _retrying(action: Callable[[], T], f: PlanFile, cb: Callbacks, cancel: threading.Event, retry: Retry,
+              progress: Callable[[], int] = lambda: 0) -> T:
+    """Run action; after a drop, an expired or refused download link or a transient status, wait and run it
+    again, at most retry.tries times in a row without progress (new bytes in the partial)."""
+    misses = 0
     while True:
-        before = partial.stat().st_size if partial.is_file() else 0
+        before = progress()
         try:
-            location, headers = links.pop() if links else _resolve(plan, f, token)
-            return _transfer(location, headers, partial, f, verify, cb, cancel)
+            return action()
         except Exception as exc:  # noqa: BLE001 - _why_retry picks the retryable ones
             why = _why_retry(exc)
             if why is None:
                 raise
-            misses = 0 if partial.is_file() and partial.stat().st_size > before else misses + 1
+            misses = 0 if progress() > before else misses + 1
             if misses > retry.tries:
                 raise HubUnavailable(f.name, f"{why}, {misses} times in a row",
                                      "Try again later; a rerun resumes where this one stopped") from exc
@@ -181,17 +182,23 @@ def fetch_file(plan: Plan, f: PlanFile, token: str | None, verify: bool, cb: Cal
     from huggingface_hub.file_download import _create_symlink
     from huggingface_hub.utils import WeakFileLock
 
-    first = _resolve(plan, f, token)
+    links = [_retrying(lambda: _resolve(plan, f, token), f, cb, cancel, retry)]
     partial = partial_path(plan, f)
+
+    def transfer() -> str | None:  # every try after the first asks the hub for a fresh link
+        location, headers = links.pop() if links else _resolve(plan, f, token)
+        return _transfer(location, headers, partial, f, verify, cb, cancel)
+
     lock = (repo_storage(plan.repo_id).parent / ".locks" / repo_storage(plan.repo_id).name / f"{f.etag}.lock"
             if plan.local_dir is None else partial.with_suffix(".lock"))
     lock.parent.mkdir(parents=True, exist_ok=True)
     expected = f.sha256 or f.blob_id
     with WeakFileLock(lock):
-        for attempt in (1, 2):
+        for pass_ in (1, 2):
             if plan.local_dir is None and has_blob(plan, f):
                 break  # cached by another revision (or another process just finished it)
-            digest = _fetch_retrying(plan, f, token, verify, cb, cancel, retry, first)
+            digest = _retrying(transfer, f, cb, cancel, retry,
+                               lambda: partial.stat().st_size if partial.is_file() else 0)
             got = partial.stat().st_size if partial.is_file() else 0
             if got != f.size:  # what http_get does not check when it is told nothing is missing
                 raise HubUnavailable(f.name, f"received {got} bytes, the hub announced {f.size}",
@@ -199,7 +206,7 @@ def fetch_file(plan: Plan, f: PlanFile, token: str | None, verify: bool, cb: Cal
             if digest is None or digest == expected:
                 break
             partial.unlink(missing_ok=True)
-            if attempt == 2:
+            if pass_ == 2:
                 kind = "sha256" if f.sha256 else "git blob id"
                 raise ChecksumMismatch(f.name, f"{kind} {digest[:12]}... but the hub lists {expected[:12]}..., twice",
                                        "The download was deleted; try again later or report it to the repo owner")
