@@ -102,6 +102,7 @@ class Faults:
     listing: dict[str, dict] = field(default_factory=dict)
     listing_sha: str | None = None
     head: dict[str, dict] = field(default_factory=dict)
+    resolve_status: dict[str, list[int]] = field(default_factory=dict)  # file -> statuses its next resolves answer
     on_cut: object = None  # called once a cut connection is closed (e.g. to move a fake clock past an expiry)
 
 
@@ -270,6 +271,8 @@ class HubServer:
         if repo is None:
             return
         f = repo.files.get(name)
+        if f is not None and self.faults.resolve_status.get(name):
+            return self._error(h, self.faults.resolve_status[name].pop(0), None, "fault injected", head)
         if f is None:
             return self._error(h, 404, "EntryNotFound", f"{name} does not exist", head, commit=repo.commit)
         common = {"X-Repo-Commit": repo.commit, "Accept-Ranges": "bytes"}

@@ -76,6 +76,23 @@ def test_a_download_host_that_keeps_refusing_is_not_a_token_problem(xet, isolate
     assert [s for n, s in xet.host_answers if n == BIG] == [403] * 6  # bounded: the first try and 5 retries
 
 
+def test_a_hub_error_when_asking_for_a_fresh_link_is_retried_too(xet, isolated_home):
+    xet.faults.cut_after[BIG] = 4_500_000
+    xet.faults.after_cut_status = None
+    xet.faults.on_cut = lambda: xet.faults.resolve_status.__setitem__(BIG, [503, 502])
+    result = run_cli("pull", "20b")
+    assert result.returncode == 0, result.stderr
+    assert_pulled(isolated_home, xet)
+    assert xet.served[BIG] < SHARDS[BIG] + CHUNK
+
+
+def test_the_hubs_own_refusal_still_asks_for_a_token(xet, isolated_home):
+    xet.faults.resolve_status[BIG] = [403]
+    result = run_cli("pull", "20b")
+    assert result.returncode == 2
+    assert "the hub refused access (HTTP 403)" in error_line(result)
+
+
 def test_a_drop_mid_shard_then_a_server_error_still_finishes(xet, isolated_home):
     xet.faults.cut_after[BIG] = 4_500_000
     xet.faults.after_cut_status = None
