@@ -211,6 +211,9 @@ CALL = {"role": "assistant", "content": None,
      "tools[0].function.name"),
     ({"messages": USER, "tools": [{"type": "function", "function": {"name": "f"}}],
       "tool_choice": {"type": "function", "function": {"name": ["f"]}}}, "tool_choice"),
+    ({"messages": USER, "tools": [{"type": "function", "function": {"name": "f", "description": ["d"]}}]},
+     "tools[0].description"),
+    ({"messages": [{"role": "user", "content": [{"type": "refusal", "refusal": 5}]}]}, "messages[0].content[0]"),
     ({"messages": USER, "metadata": {"a": json.loads("[" * 100 + "]" * 100)}}, None),
 ])
 def test_malformed_chat_values_are_400_naming_the_field(open_server, body, param):

@@ -150,10 +150,12 @@ def tool_specs(tools: Any, *, nested: bool) -> list[ToolSpec]:
         if not isinstance(fn, dict) or not fn.get("name"):
             raise bad(f"tools[{i}].name", "a function tool needs a name")
         function_name(fn["name"], f"tools[{i}]" + (".function.name" if nested else ".name"))
-        params = fn.get("parameters")
+        params, description = fn.get("parameters"), fn.get("description")
         if params is not None and not isinstance(params, dict):
             raise bad(f"tools[{i}].parameters", "expected a JSON schema object")
-        specs.append(ToolSpec(fn["name"], fn.get("description") or "", params))
+        if description is not None and not isinstance(description, str):
+            raise bad(f"tools[{i}].description", "expected a string")
+        specs.append(ToolSpec(fn["name"], description or "", params))
     return specs
 
 
@@ -227,8 +229,8 @@ def text_of(content: Any, param: str) -> str:
                 parts.append(part)
             elif isinstance(part, dict) and isinstance(part.get("text"), str):
                 parts.append(part["text"])
-            elif isinstance(part, dict) and part.get("type") in ("refusal",):
-                parts.append(part.get("refusal") or "")
+            elif isinstance(part, dict) and part.get("type") == "refusal" and isinstance(part.get("refusal"), str):
+                parts.append(part["refusal"])
             else:
                 raise bad(f"{param}[{i}]", "only text parts are supported")
         return "".join(parts)
