@@ -132,7 +132,8 @@ async def read_json(request: Request, max_bytes: int, log: bool = False) -> dict
     surrogate (named by its path)."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/json":
-        raise APIError(415, f"Content-Type must be application/json, not {kind[:100] or 'missing'!r}",
+        raise APIError(415, f"Content-Type must be application/json, not {kind[:100]!r}" if kind else
+                       "Content-Type: application/json is missing",
                        code="unsupported_media_type", type="invalid_request_error")
     too_big = APIError(413, f"request body over {max_bytes} bytes", code="request_too_large")
     size = request.headers.get("content-length")
