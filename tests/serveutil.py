@@ -73,7 +73,7 @@ class Served:
 
 
 def start(gguf: Path, *args: str, key: str | None = None, key_dir: Path | None = None,
-          timeout: float = 240) -> Served:
+          timeout: float = 240, env: dict | None = None) -> Served:
     """Start `gptoss serve GGUF --port 0 ARGS`, wait for the URL it prints."""
     # One thread: the suite runs on two xdist workers on small machines, and llama.cpp's spinning thread
     # barrier collapses (30x slower here) when its threads outnumber the free cores.
@@ -83,7 +83,7 @@ def start(gguf: Path, *args: str, key: str | None = None, key_dir: Path | None =
         key_file = key_dir / "key"
         key_file.write_text(key + "\n")
         cmd += ["--api-key-file", str(key_file)]
-    env = {k: v for k, v in os.environ.items() if k != "GPTOSS_API_KEY"}
+    env = {**{k: v for k, v in os.environ.items() if k != "GPTOSS_API_KEY"}, **(env or {})}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stderr: list[str] = []
     threading.Thread(target=lambda: stderr.extend(proc.stderr), daemon=True).start()

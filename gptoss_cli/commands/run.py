@@ -100,6 +100,9 @@ def serve(
     api_key_file: Optional[Path] = typer.Option(None, "--api-key-file", help="File holding the API key every /v1 "
                                                 "request must send (also: $GPTOSS_API_KEY; never on the command line)."),
     no_auth: bool = typer.Option(False, "--no-auth", help="Serve a non-loopback --host without a key."),
+    allow_origin: list[str] = typer.Option([], "--allow-origin", help="A web page origin (SCHEME://HOST[:PORT]) "
+                                           "whose browser requests are served, with CORS; others get 403. "
+                                           "Repeatable; '*' lets every page in."),
     log_requests: bool = typer.Option(False, "--log-requests", help="Log request bodies to stderr."),
     effort: str = typer.Option("medium", "--effort", "-e", help="Default reasoning effort: low, medium or high."),
     thinking_budget: Optional[int] = typer.Option(None, "--thinking-budget", min=0,
@@ -125,7 +128,12 @@ def serve(
 
         gptoss serve 120b --fit --parallel 4 --api-key-file ~/.config/gptoss/key
 
-        curl -s 127.0.0.1:8080/v1/chat/completions -d '{"messages":[{"role":"user","content":"hi"}]}'
+        gptoss serve 20b --allow-origin http://localhost:3000   # a web UI on that origin may call it
+
+        curl -s 127.0.0.1:8080/v1/chat/completions --json '{"messages":[{"role":"user","content":"hi"}]}'
+
+    Bound to loopback (the default) it answers only Host: 127.0.0.1, localhost or [::1]; browser requests
+    (an Origin header) only from --allow-origin; bodies only as Content-Type: application/json.
     """
     from gptoss_cli.engine.backend import BackendOptions
     from gptoss_cli.serve.plan import Defaults
@@ -133,7 +141,7 @@ def serve(
 
     opts = ServeOptions(
         model=model, host=host, port=port, parallel=parallel, queue=queue, api_key_file=api_key_file,
-        no_auth=no_auth, log_requests=log_requests, fit=fit, rpc=rpc,
+        no_auth=no_auth, log_requests=log_requests, fit=fit, rpc=rpc, allow_origins=allow_origin,
         defaults=Defaults(effort=effort.lower(), thinking_budget=thinking_budget, max_tokens=max_tokens),
         backend=BackendOptions(ctx_size=ctx_size, threads=threads, gpu_layers=gpu_layers,
                                flash_attn=flash_attn.value, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe, seed=seed))

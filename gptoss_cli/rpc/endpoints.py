@@ -49,7 +49,9 @@ def parse_endpoints(text: str) -> list[Endpoint]:
 
 
 def is_loopback(host: str) -> bool:
-    """Whether every address host resolves to is a loopback address (127.0.0.0/8, ::1)."""
+    """Whether listening on host (a `--host` of serve or worker) keeps the port on this machine: an IP
+    literal in 127.0.0.0/8 or ::1, or a name every address of which is one (`localhost`). For binding only:
+    never for a Host header a client sent, whose name an attacker's DNS may point at 127.0.0.1."""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -1,12 +1,10 @@
-"""The FastAPI app: routes, API key, body limit, OpenAI-shaped errors, SSE, cancellation on disconnect."""
+"""The FastAPI app: routes, OpenAI-shaped errors, SSE, cancellation on disconnect (edge.py: who may ask, bodies)."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
-import hmac
 import json
-import sys
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
@@ -20,6 +18,7 @@ from gptoss_cli.engine.jobs import QueueFull, ShuttingDown
 from gptoss_cli.engine.constrain import Controller
 from gptoss_cli.serve import chat, responses
 from gptoss_cli.serve.api_error import APIError
+from gptoss_cli.serve.edge import Guard, read_json
 from gptoss_cli.serve.generation import Generation, now
 from gptoss_cli.serve.plan import Defaults, Plan
 
@@ -34,24 +33,8 @@ class ServeConfig:
     api_key: str | None = None
     max_body_bytes: int = 8 * 1024 * 1024
     log_requests: bool = False
-
-
-class KeyCheck:
-    """Every /v1 request must carry `Authorization: Bearer KEY` (compared in constant time). A plain ASGI
-    middleware: Starlette's BaseHTTPMiddleware would pass every streamed chunk through an extra task."""
-
-    def __init__(self, app, key: str) -> None:
-        self.app, self.key = app, key.encode()
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1"):
-            return await self.app(scope, receive, send)
-        given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        token = given[7:] if given[:7].lower() == b"bearer " else b""
-        if hmac.compare_digest(token, self.key):
-            return await self.app(scope, receive, send)
-        msg = "Incorrect API key provided" if token else "Missing API key: send Authorization: Bearer KEY"
-        await JSONResponse(APIError(401, msg, code="invalid_api_key").body(), status_code=401)(scope, receive, send)
+    loopback: bool = True                    # bound to loopback: only loopback Host headers are answered
+    allow_origins: tuple[str, ...] = ()      # browser origins allowed in (normalized; "*": any)
 
 
 def create_app(engine: BatchEngine, config: ServeConfig) -> FastAPI:
@@ -67,8 +50,7 @@ def create_app(engine: BatchEngine, config: ServeConfig) -> FastAPI:
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(APIError(500, f"internal error: {type(exc).__name__}: {exc}").body(), status_code=500)
 
-    if config.api_key:
-        app.add_middleware(KeyCheck, key=config.api_key)
+    app.add_middleware(Guard, check_host=config.loopback, origins=config.allow_origins, key=config.api_key)
 
     @app.get("/health")
     async def health() -> dict:
@@ -81,7 +63,7 @@ def create_app(engine: BatchEngine, config: ServeConfig) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        plan = chat.parse(await _json_body(request, config), config.defaults)
+        plan = chat.parse(await read_json(request, config.max_body_bytes, config.log_requests), config.defaults)
         gen = await _start(engine, plan, config)
         if plan.stream:
             return _sse(request, gen, chat.chunks(plan, gen), done_marker=True)
@@ -89,31 +71,13 @@ def create_app(engine: BatchEngine, config: ServeConfig) -> FastAPI:
 
     @app.post("/v1/responses")
     async def create_response(request: Request) -> Response:
-        plan = responses.parse(await _json_body(request, config), config.defaults)
+        plan = responses.parse(await read_json(request, config.max_body_bytes, config.log_requests), config.defaults)
         gen = await _start(engine, plan, config)
         if plan.stream:
             return _sse(request, gen, responses.events(plan, gen), done_marker=False)
         return JSONResponse(responses.response(plan, await _finish(request, gen)))
 
     return app
-
-
-async def _json_body(request: Request, config: ServeConfig) -> dict:
-    size = request.headers.get("content-length")
-    if size and size.isdigit() and int(size) > config.max_body_bytes:
-        raise APIError(413, f"request body over {config.max_body_bytes} bytes", code="request_too_large")
-    raw = await request.body()
-    if len(raw) > config.max_body_bytes:
-        raise APIError(413, f"request body over {config.max_body_bytes} bytes", code="request_too_large")
-    if config.log_requests:
-        print(f"request {request.url.path}: {raw.decode('utf-8', 'replace')}", file=sys.stderr, flush=True)
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise APIError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise APIError(400, "the body must be a JSON object", code="invalid_json")
-    return body
 
 
 async def _start(engine: BatchEngine, plan: Plan, config: ServeConfig) -> Generation:

@@ -52,8 +52,12 @@ def _messages(plan: P.Plan, messages: list) -> None:
         elif role == "assistant":
             _assistant(plan, m, text, names, where)
         elif role == "tool":
-            name = m.get("name") or names.get(m.get("tool_call_id"))
-            if not isinstance(name, str):
+            name = m.get("name")
+            if name not in (None, ""):
+                P.function_name(name, f"{where}.name")
+            else:
+                name = names.get(P.call_id(m.get("tool_call_id"), f"{where}.tool_call_id") or "")
+            if name is None:
                 raise bad(f"{where}.tool_call_id", "does not match a tool call of an earlier assistant message")
             plan.messages.append(result_message(name, text))
         else:
@@ -73,12 +77,13 @@ def _assistant(plan: P.Plan, m: dict, text: str, names: dict[str, str], where: s
         plan.messages.append(Message("assistant", text, "commentary" if calls else "final"))
     for j, call in enumerate(calls):
         fn = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        if not isinstance(fn, dict) or fn.get("name") is None:
             raise bad(f"{where}.tool_calls[{j}].function", "needs a name and arguments")
+        P.function_name(fn["name"], f"{where}.tool_calls[{j}].function.name")
         args = fn.get("arguments") or "{}"
         if not isinstance(args, str):
             args = json.dumps(args)
-        names[call.get("id") or f"#{j}"] = fn["name"]
+        names[P.call_id(call.get("id"), f"{where}.tool_calls[{j}].id") or f"#{j}"] = fn["name"]
         plan.messages.append(call_message(fn["name"], args))
 
 

@@ -45,10 +45,13 @@ class Outcome:
 
 
 class StopText:
-    """Cuts the answer at the first stop string; holds back text that may begin one."""
+    """Cuts the answer where the first stop string to complete begins; holds back text that may begin one.
+    Each character goes once through each stop's Knuth-Morris-Pratt automaton: time linear in the text."""
 
     def __init__(self, stops: list[str]) -> None:
-        self.stops = [s for s in stops if s]
+        self.stops = [s for s in dict.fromkeys(stops) if s]
+        self._fail = [_failure(s) for s in self.stops]
+        self._state = [0] * len(self.stops)    # per stop: the longest prefix of it the text ends with
         self._held = ""
         self.hit = False
 
@@ -56,12 +59,21 @@ class StopText:
         """Text safe to emit now."""
         if not self.stops or self.hit:
             return "" if self.hit else text
-        buf = self._held + text
-        cut = min((i for i in (buf.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
-            self.hit, self._held = True, ""
-            return buf[:cut]
-        keep = max((k for s in self.stops for k in range(1, len(s)) if buf.endswith(s[:k])), default=0)
+        buf, base = self._held + text, len(self._held)
+        for i, ch in enumerate(text):
+            done = 0   # the longest stop that ends here: it begins first
+            for j, stop in enumerate(self.stops):
+                k, fail = self._state[j], self._fail[j]
+                while k and stop[k] != ch:
+                    k = fail[k - 1]
+                k += stop[k] == ch
+                self._state[j] = k
+                if k == len(stop):
+                    done = max(done, k)
+            if done:
+                self.hit, self._held = True, ""
+                return buf[:base + i + 1 - done]
+        keep = max(self._state)
         self._held = buf[len(buf) - keep:] if keep else ""
         return buf[:len(buf) - keep]
 
@@ -69,6 +81,17 @@ class StopText:
         """What was held back, once generation ended without a stop string."""
         held, self._held = self._held, ""
         return "" if self.hit else held
+
+
+def _failure(s: str) -> list[int]:
+    """KMP's table: for each prefix s[:i+1], the length of its longest proper prefix that is also a suffix."""
+    fail, k = [0] * len(s), 0
+    for i in range(1, len(s)):
+        while k and s[i] != s[k]:
+            k = fail[k - 1]
+        k += s[i] == s[k]
+        fail[i] = k
+    return fail
 
 
 class Generation:

@@ -6,6 +6,7 @@ Every bad field is a 400 naming it (`param`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,11 @@ from gptoss_cli.engine.harmony_tools import ToolSpec
 from gptoss_cli.serve.api_error import bad
 
 EFFORT_ALIASES = {"minimal": "low", "none": "low"}
+MAX_STOPS = 4               # as OpenAI's API
+MAX_STOP_CHARS = 1000       # bounds what a stop string makes the server hold back and precompute
+# A function name goes into harmony headers (`to=functions.NAME`), which are tokenized with special
+# tokens: only the characters MCP tool names use, so no name can spell `<|end|>` or `<|message|>`.
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 
 
 @dataclass
@@ -78,6 +84,21 @@ def _names(kinds) -> str:
     return " or ".join(dict.fromkeys(words.get(k, k.__name__) for k in kinds))
 
 
+def function_name(value: Any, param: str) -> str:
+    """A function name safe in a harmony header; a 400 naming param otherwise."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise bad(param, "a function name is 1 to 128 letters, digits, '_', '.' or '-' (not starting with "
+                         "'.' or '-')")
+    return value
+
+
+def call_id(value: Any, param: str) -> str | None:
+    """A tool call id: a string or absent; a 400 naming param otherwise."""
+    if value is not None and not isinstance(value, str):
+        raise bad(param, f"expected a string, got {type(value).__name__}")
+    return value
+
+
 def sampling(plan: Plan, body: dict, defaults: Defaults, max_keys: tuple[str, ...]) -> None:
     """temperature, top_p, seed, stop and the first of max_keys that is set."""
     plan.temperature = float(get(body, "temperature", (int, float), 1.0))
@@ -89,8 +110,10 @@ def sampling(plan: Plan, body: dict, defaults: Defaults, max_keys: tuple[str, ..
     plan.seed = get(body, "seed", int)
     stop = get(body, "stop", (str, list), [])
     plan.stop = [stop] if isinstance(stop, str) else stop
-    if len(plan.stop) > 4 or not all(isinstance(s, str) for s in plan.stop):
-        raise bad("stop", "must be a string or up to 4 strings")
+    if len(plan.stop) > MAX_STOPS or not all(isinstance(s, str) for s in plan.stop):
+        raise bad("stop", f"must be a string or up to {MAX_STOPS} strings")
+    if any(len(s) > MAX_STOP_CHARS for s in plan.stop):
+        raise bad("stop", f"a stop string may be at most {MAX_STOP_CHARS} characters long")
     plan.max_tokens = defaults.max_tokens
     for key in max_keys:
         value = get(body, key, int)
@@ -124,12 +147,15 @@ def tool_specs(tools: Any, *, nested: bool) -> list[ToolSpec]:
         if tool.get("type", "function") != "function":
             continue   # hosted or custom tools (web_search, local_shell, ...) that clients like Codex also send
         fn = tool.get("function") if nested else tool
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+        if not isinstance(fn, dict) or not fn.get("name"):
             raise bad(f"tools[{i}].name", "a function tool needs a name")
-        params = fn.get("parameters")
+        function_name(fn["name"], f"tools[{i}]" + (".function.name" if nested else ".name"))
+        params, description = fn.get("parameters"), fn.get("description")
         if params is not None and not isinstance(params, dict):
             raise bad(f"tools[{i}].parameters", "expected a JSON schema object")
-        specs.append(ToolSpec(fn["name"], fn.get("description") or "", params))
+        if description is not None and not isinstance(description, str):
+            raise bad(f"tools[{i}].description", "expected a string")
+        specs.append(ToolSpec(fn["name"], description or "", params))
     return specs
 
 
@@ -153,7 +179,7 @@ def constraint(plan: Plan, tool_choice: Any, schema: dict | None, budget: Any, *
     elif isinstance(tool_choice, dict):
         fn = tool_choice.get("function") if nested else tool_choice
         name = fn.get("name") if isinstance(fn, dict) else None
-        if name not in tools:
+        if not isinstance(name, str) or name not in tools:
             raise bad("tool_choice", f"names a function that is not in tools: {name!r}")
         tool = name
     else:
@@ -203,8 +229,8 @@ def text_of(content: Any, param: str) -> str:
                 parts.append(part)
             elif isinstance(part, dict) and isinstance(part.get("text"), str):
                 parts.append(part["text"])
-            elif isinstance(part, dict) and part.get("type") in ("refusal",):
-                parts.append(part.get("refusal") or "")
+            elif isinstance(part, dict) and part.get("type") == "refusal" and isinstance(part.get("refusal"), str):
+                parts.append(part["refusal"])
             else:
                 raise bad(f"{param}[{i}]", "only text parts are supported")
         return "".join(parts)

@@ -72,12 +72,14 @@ def _items(plan: P.Plan, items: list) -> None:
                 plan.messages.append(Message("assistant", text, "analysis"))
         elif kind == "function_call":
             name, args = item.get("name"), item.get("arguments") or "{}"
-            if not isinstance(name, str) or not isinstance(args, str):
+            if name is None or not isinstance(args, str):
                 raise bad(where, "a function_call needs a name and string arguments")
-            names[item.get("call_id") or item.get("id") or ""] = name
+            P.function_name(name, f"{where}.name")
+            ids = P.call_id(item.get("call_id"), f"{where}.call_id"), P.call_id(item.get("id"), f"{where}.id")
+            names[ids[0] or ids[1] or ""] = name
             plan.messages.append(call_message(name, args))
         elif kind == "function_call_output":
-            name = names.get(item.get("call_id"))
+            name = names.get(P.call_id(item.get("call_id"), f"{where}.call_id"))
             if name is None:
                 raise bad(f"{where}.call_id", "does not match an earlier function_call item")
             output = item.get("output")

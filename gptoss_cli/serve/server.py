@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import signal
 import socket
@@ -13,6 +12,7 @@ from converters.errors import BadInputError, RunFailure
 from gptoss_cli import paths, ui
 from gptoss_cli.engine import harmony
 from gptoss_cli.engine.backend import BackendOptions
+from gptoss_cli.rpc.endpoints import is_loopback
 from gptoss_cli.serve.plan import Defaults
 
 KEY_ENV = "GPTOSS_API_KEY"
@@ -33,6 +33,7 @@ class ServeOptions:
     fit: bool = False
     rpc: str | None = None          # --rpc HOST:PORT,...: workers that take layers (gptoss worker)
     max_body_mb: float = 8.0
+    allow_origins: list[str] = field(default_factory=list)   # --allow-origin: browser origins let in
     defaults: Defaults = field(default_factory=Defaults)
     backend: BackendOptions = field(default_factory=BackendOptions)
 
@@ -57,14 +58,18 @@ def read_key(key_file: Path | None) -> str | None:
     return os.environ.get(KEY_ENV) or None
 
 
-def is_loopback(host: str) -> bool:
-    """Whether binding host keeps the server on this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def allowed_origins(values: list[str]) -> tuple[str, ...]:
+    """--allow-origin values as browsers send them; BadInputError for one that is not an origin."""
+    from gptoss_cli.serve.edge import normalize_origin
+
+    out = []
+    for value in values:
+        origin = normalize_origin(value)
+        if origin is None:
+            raise BadInputError(f"--allow-origin {value}", "not an origin",
+                                "Write it as SCHEME://HOST[:PORT] with no path, e.g. http://localhost:3000")
+        out.append(origin)
+    return tuple(out)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -93,9 +98,11 @@ def run_serve(opts: ServeOptions) -> None:
     if opts.defaults.effort not in harmony.EFFORTS:
         raise BadInputError(None, f"unknown effort {opts.defaults.effort!r}", "Use --effort low, medium or high")
     key = read_key(opts.api_key_file)
-    if not is_loopback(opts.host) and not key and not opts.no_auth:
+    loopback = is_loopback(opts.host)
+    if not loopback and not key and not opts.no_auth:
         raise BadInputError(None, f"--host {opts.host} reaches beyond this machine and no API key is set",
                             f"Pass --api-key-file FILE (or set {KEY_ENV}), or --no-auth to serve without one")
+    origins = allowed_origins(opts.allow_origins)
     gguf = paths.resolve_gguf(opts.model)
     if opts.model is None:
         ui.info(f"using {gguf} (the last GGUF written)")
@@ -116,14 +123,14 @@ def run_serve(opts: ServeOptions) -> None:
     if not opts.defaults.model or opts.defaults.model == "gpt-oss":
         opts.defaults.model = gguf.stem
     config = ServeConfig(opts.defaults, api_key=key, max_body_bytes=int(opts.max_body_mb * 2**20),
-                         log_requests=opts.log_requests)
+                         log_requests=opts.log_requests, loopback=loopback, allow_origins=origins)
     server = _Server(uvicorn.Config(create_app(engine, config), log_level="warning", access_log=False,
                                     timeout_graceful_shutdown=5), engine)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     try:
         ui.info(f"{opts.parallel} slots of {engine.n_ctx_seq} tokens; auth {'on' if key else 'off'}; Ctrl-C stops")
-        if not key and not is_loopback(opts.host):
+        if not key and not loopback:
             ui.warn(f"serving {opts.host} without an API key (--no-auth): anyone who reaches this port can use it")
         print(f"http://{shown}:{port}/v1", flush=True)
         server.run(sockets=[sock])
