@@ -78,9 +78,12 @@ def test_streams_split_into_reasoning_content_and_call_without_leaks(case):
     assert (out.call.name if out.call else None) == name
     assert (out.call.arguments if out.call else None) == args
     assert out.finish_reason == finish
-    streamed = "".join(e.text for e in events)
+    streamed = "".join(e.text for e in events if e.kind in ("reasoning", "content"))
     assert "<|" not in streamed and "<|" not in out.content and "<|" not in out.reasoning
     assert streamed == out.reasoning + out.content   # a call's arguments are never streamed as text
+    calls = [e for e in events if e.kind == "call"]
+    assert "".join(e.text for e in calls) == (args or "")   # they stream as they come, under the tool's name
+    assert {e.name for e in calls} <= {name}
     assert events[-1].kind == "end"
 
 

@@ -105,6 +105,18 @@ class BatchEngine:
             self._stopping = True
             self._cv.notify()
 
+    def fail_open(self, reason: str) -> None:
+        """End every open and waiting job with reason ("error: why") and refuse new ones. Only for a fault
+        handler running on the engine thread, stuck inside llama.cpp until the process exits."""
+        with self._cv:
+            self._stopping = True
+            waiting, self._waiting = list(self._waiting), deque()
+        for job in [s.job for s in self._slots if s.job is not None] + waiting:
+            try:
+                job.on_end(reason)
+            except Exception:  # noqa: BLE001 - every job is told, whatever one consumer does
+                pass
+
     def close(self) -> None:
         """End every job ("shutdown"), stop the loop, free the model (idempotent)."""
         self.stop()
@@ -165,6 +177,8 @@ class BatchEngine:
     def _start(self, slot: _Slot, job: Job) -> None:
         lc = self._lc
         slot.job = job
+        if job.on_start is not None:
+            job.on_start()
         n_past = min(common_prefix(slot.cached, job.prompt), len(job.prompt) - 1)
         if not lc.llama_memory_seq_rm(self._mem, slot.seq, n_past, -1) or not self._swa_covers(slot.seq, n_past):
             n_past = 0

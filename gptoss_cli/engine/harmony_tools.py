@@ -76,8 +76,12 @@ def find_call(messages: Sequence[ParsedMessage]) -> ToolCall | None:
     last = messages[-1] if messages else None
     if not is_call(last):
         return None
-    name = last.recipient.split(".", 1)[1] if last.recipient.startswith(NAMESPACE + ".") else last.recipient
-    return ToolCall(name, last.content, last.recipient, last.channel, last.content_type)
+    return ToolCall(call_name(last.recipient), last.content, last.recipient, last.channel, last.content_type)
+
+
+def call_name(recipient: str) -> str:
+    """The tool's name in a recipient: `functions.NAME` -> NAME; other namespaces keep theirs."""
+    return recipient.split(".", 1)[1] if recipient.startswith(NAMESPACE + ".") else recipient
 
 
 def parse_arguments(text: str) -> dict:

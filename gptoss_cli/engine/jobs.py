@@ -28,6 +28,7 @@ class Job:
 
     on_token(token) -> bool: a committed token (sampled or forced); False ends the job ("stop").
     on_end(reason): exactly once, with "stop", "length", "cancelled", "shutdown" or "error: why".
+    on_start(): when it gets a slot (never, if it ends while waiting).
     """
 
     prompt: list[int]
@@ -38,6 +39,7 @@ class Job:
     top_p: float = 1.0
     seed: int | None = None
     control: Controller | None = None
+    on_start: Callable[[], None] | None = None
     cancelled: bool = False
     reused_tokens: int = 0
     gen_tokens: int = 0

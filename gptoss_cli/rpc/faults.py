@@ -4,8 +4,8 @@ ggml-rpc calls GGML_ABORT when a worker stops answering (`Remote RPC server cras
 response`, `Failed to connect to ...`); ggml_abort hands the message to the abort callback, then calls
 abort(). Our callback finds the worker that stopped (the first one refusing connections, or not answering
 them: a vanished host, whose silence keepalive.py turned into an I/O error), runs the
-registered savers (the REPL writes the conversation), prints one line and leaves with exit code 1 before
-abort() runs. Aborts that are not about RPC keep ggml's behaviour (message on stderr, then abort()).
+registered savers (the REPL writes the conversation), prints one line, runs the registered closers with it
+(serve ends every open request with it) and leaves with exit code 1 before abort() runs. Aborts that are not about RPC keep ggml's behaviour (message on stderr, then abort()).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class _Guard:
     def __init__(self) -> None:
         self.endpoints: list[Endpoint] = []
         self.savers: list[Callable[[], str | None]] = []
+        self.closers: list[Callable[[str], None]] = []
         self.callback = None
         self.connecting: Endpoint | None = None   # the worker being handshaken with, if any
 
@@ -59,6 +60,12 @@ def on_worker_lost(saver: Callable[[], str | None]) -> Callable[[], None]:
     """Run saver before exiting on a lost worker; it may return a note for the error line. Returns an undo."""
     _GUARD.savers.append(saver)
     return lambda: _GUARD.savers.remove(saver) if saver in _GUARD.savers else None
+
+
+def before_exit(closer: Callable[[str], None]) -> Callable[[], None]:
+    """Run closer(error line) after the line is printed, before exiting on a lost worker. Returns an undo."""
+    _GUARD.closers.append(closer)
+    return lambda: _GUARD.closers.remove(closer) if closer in _GUARD.closers else None
 
 
 def lost_worker(endpoints: list[Endpoint], timeout: float = 2.0,
@@ -117,5 +124,11 @@ def _on_abort(message: bytes | None) -> None:
     from gptoss_cli import ui
 
     ui.error(line)
+    sys.stderr.flush()
+    for closer in list(_GUARD.closers):
+        try:
+            closer(line)
+        except Exception:  # noqa: BLE001 - the line is out; exit as promised
+            pass
     sys.stderr.flush()
     os._exit(EXIT_FAILED)

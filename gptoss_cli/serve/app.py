@@ -66,6 +66,7 @@ def create_app(engine: BatchEngine, config: ServeConfig) -> FastAPI:
         plan = chat.parse(await read_json(request, config.max_body_bytes, config.log_requests), config.defaults)
         gen = await _start(engine, plan, config)
         if plan.stream:
+            await _placed(request, gen)
             return _sse(request, gen, chat.chunks(plan, gen), done_marker=True)
         return JSONResponse(chat.completion(plan, await _finish(request, gen)))
 
@@ -74,6 +75,7 @@ def create_app(engine: BatchEngine, config: ServeConfig) -> FastAPI:
         plan = responses.parse(await read_json(request, config.max_body_bytes, config.log_requests), config.defaults)
         gen = await _start(engine, plan, config)
         if plan.stream:
+            await _placed(request, gen)
             return _sse(request, gen, responses.events(plan, gen), done_marker=False)
         return JSONResponse(responses.response(plan, await _finish(request, gen)))
 
@@ -109,7 +111,21 @@ async def _finish(request: Request, gen: Generation):
         async for _ in gen.events():
             pass
 
-    task = asyncio.ensure_future(drain())
+    await _watch(request, gen, drain())
+    _raise_if_failed(gen.out)
+    return gen.out
+
+
+async def _placed(request: Request, gen: Generation) -> None:
+    """Wait until a streamed request's job has a slot, so that one refused while it waited (shutdown, a lost
+    worker) is answered with an HTTP error, as a request that is not streamed is."""
+    if not await _watch(request, gen, gen.placed()):
+        _raise_if_failed(gen.out)
+
+
+async def _watch(request: Request, gen: Generation, work):
+    """Await work, cancelling the job if the client goes away meanwhile."""
+    task = asyncio.ensure_future(work)
     try:
         while not task.done():
             await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
@@ -119,27 +135,27 @@ async def _finish(request: Request, gen: Generation):
         if not task.done():
             gen.cancel()
             task.cancel()
-    out = gen.out
+    return task.result()
+
+
+def _raise_if_failed(out) -> None:
     if out.finish_reason == "error":
         raise APIError(500, f"generation failed: {out.error}")
     if out.finish_reason in ("shutdown", "cancelled"):
         raise APIError(503, "the server is shutting down", code="server_shutdown")
-    return out
 
 
 def _sse(request: Request, gen: Generation, items: AsyncIterator[dict[str, Any]], *, done_marker: bool) -> Response:
     async def body() -> AsyncIterator[bytes]:
+        failed = False
         try:
             async for item in items:
+                failed = failed or "error" in item and "type" not in item   # chat's error chunk ends it
                 name = item.get("type") if not done_marker else None
                 head = f"event: {name}\n" if name else ""
                 yield f"{head}data: {json.dumps(item, ensure_ascii=False)}\n\n".encode()
-            if done_marker:
+            if done_marker and not failed:
                 yield b"data: [DONE]\n\n"
-        except (chat.StreamEnded, responses.StreamEnded) as exc:
-            err = APIError(503 if exc.reason != "error" else 500,
-                           "the server is shutting down" if exc.reason != "error" else f"generation failed: {exc}")
-            yield f"event: error\ndata: {json.dumps(err.body())}\n\n".encode()
         finally:
             gen.cancel()   # no-op once finished; frees the slot when the client went away
 

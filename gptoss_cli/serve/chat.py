@@ -13,8 +13,8 @@ from typing import Any, AsyncIterator
 from gptoss_cli.engine.harmony import Message
 from gptoss_cli.engine.harmony_tools import call_message, result_message
 from gptoss_cli.serve import plan as P
-from gptoss_cli.serve.api_error import bad
-from gptoss_cli.serve.generation import Generation, Outcome, now
+from gptoss_cli.serve.api_error import APIError, bad
+from gptoss_cli.serve.generation import FAILED, Generation, Outcome, now
 
 
 def parse(body: dict, defaults: P.Defaults) -> P.Plan:
@@ -117,12 +117,21 @@ def completion(plan: P.Plan, out: Outcome) -> dict[str, Any]:
 
 
 async def chunks(plan: P.Plan, gen: Generation) -> AsyncIterator[dict[str, Any]]:
-    """The streamed response: a role chunk, reasoning/content deltas, the call, a finish chunk, usage."""
+    """The streamed response: a role chunk, reasoning/content deltas, the call (its name, then its arguments
+    as they are generated), a finish chunk, usage; a generation that fails ends with an error chunk
+    (`{"error": {...}}`, as OpenAI sends it) instead."""
     base = {"id": "chatcmpl-" + uuid.uuid4().hex[:24], "object": "chat.completion.chunk", "created": now(),
             "model": plan.model, "system_fingerprint": "gptoss"}
+    call_id = ""
 
     def chunk(delta: dict, finish: str | None = None) -> dict:
         return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+
+    def call_head(name: str) -> dict:
+        nonlocal call_id
+        call_id = "call_" + uuid.uuid4().hex[:24]
+        return chunk({"tool_calls": [{"index": 0, "id": call_id, "type": "function",
+                                      "function": {"name": name, "arguments": ""}}]})
 
     yield chunk({"role": "assistant", "content": ""})
     async for event in gen.events():
@@ -130,20 +139,22 @@ async def chunks(plan: P.Plan, gen: Generation) -> AsyncIterator[dict[str, Any]]
             yield chunk({"reasoning_content": event.text})
         elif event.kind == "content":
             yield chunk({"content": event.text})
-        elif event.reason in ("cancelled", "shutdown", "error"):
-            raise StreamEnded(event.reason, gen.out.error)
+        elif event.kind == "call":
+            if not call_id:
+                yield call_head(event.name)
+            yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": event.text}}]})
+        elif event.reason in FAILED:
+            yield error_chunk(gen.out)
         else:
-            calls = _tool_calls(gen.out, "call_" + uuid.uuid4().hex[:24])
-            if calls:
-                yield chunk({"tool_calls": [{"index": 0, **calls[0]}]})
+            if gen.out.call is not None and not call_id:   # a call whose arguments were empty
+                yield call_head(gen.out.call.name)
             yield chunk({}, event.reason)
             if plan.include_usage:
                 yield {**base, "choices": [], "usage": _usage(gen.out)}
 
 
-class StreamEnded(Exception):
-    """A stream that ends without an answer (shutdown, error): the server writes an error event."""
-
-    def __init__(self, reason: str, why: str = "") -> None:
-        super().__init__(why or reason)
-        self.reason = reason
+def error_chunk(out: Outcome) -> dict[str, Any]:
+    """The chunk that ends a stream whose generation failed: OpenAI's error object."""
+    if out.finish_reason == "error":
+        return APIError(500, f"generation failed: {out.error}").body()
+    return APIError(503, "the server is shutting down", code="server_shutdown").body()

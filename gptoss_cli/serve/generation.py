@@ -1,7 +1,8 @@
 """One request's generation as asyncio sees it: typed events from the engine thread, in order.
 
 The harmony parser runs on the engine thread (one per request); what reaches the event loop is already
-split into reasoning text, answer text and the tool call, so no channel token can leak into content.
+split into reasoning text, answer text and the tool call's arguments (streamed as they are generated), so
+no channel token can leak into content.
 """
 
 from __future__ import annotations
@@ -15,16 +16,21 @@ from gptoss_cli.engine.batch import BatchEngine
 from gptoss_cli.engine.jobs import Job
 from gptoss_cli.engine.constrain import Controller
 from gptoss_cli.engine.harmony_stream import ParsedMessage, StreamParser, is_call
-from gptoss_cli.engine.harmony_tools import ToolCall, find_call
+from gptoss_cli.engine.harmony_tools import ToolCall, call_name, find_call
+
+
+FAILED = ("cancelled", "shutdown", "error")   # finish reasons of a generation that gave no answer
 
 
 @dataclass
 class Event:
-    """kind: "reasoning" | "content" | "end"; text for the first two, reason for "end"."""
+    """kind: "reasoning" | "content" | "call" | "end"; text for the first three (a call's: argument text, with
+    the tool's name), reason for "end"."""
 
     kind: str
     text: str = ""
     reason: str = ""
+    name: str = ""
 
 
 @dataclass
@@ -104,13 +110,15 @@ class Generation:
         self._lock = threading.Lock()
         self._woken = False                       # a wake-up is scheduled and has not been drained yet
         self._ready = asyncio.Event()
+        self._placed = asyncio.Event()            # set once it has a slot, or has ended
+        self.started = False                      # it got a slot (engine thread writes, loop reads after _placed)
         self.engine = engine
         self.parser = StreamParser(engine.backend.token_bytes)
         self.stop = StopText(stop)
         self.out = Outcome(prompt_tokens=len(prompt))
         self._in_analysis = False
         self.job = Job(prompt, max_tokens, self._on_token, self._on_end, temperature=temperature, top_p=top_p,
-                       seed=seed, control=control)
+                       seed=seed, control=control, on_start=self._on_start)
 
     def start(self) -> None:
         """Queue the job (ContextFull / QueueFull propagate)."""
@@ -119,6 +127,11 @@ class Generation:
     def cancel(self) -> None:
         """Stop it at the next step; the slot is freed."""
         self.engine.cancel(self.job)
+
+    async def placed(self) -> bool:
+        """Wait until the job has a slot (True) or ended while waiting for one (False: see out.finish_reason)."""
+        await self._placed.wait()
+        return self.started
 
     async def events(self):
         """Reasoning and content events, then one "end" event. Text the loop had not taken yet when more
@@ -135,12 +148,16 @@ class Generation:
 
     # --- engine thread ----------------------------------------------------------------------------
 
-    def _emit(self, kind: str, text: str = "", reason: str = "") -> None:
+    def _emit(self, kind: str, text: str = "", reason: str = "", name: str = "") -> None:
         with self._lock:
-            self._pending.append(Event(kind, text, reason))
+            self._pending.append(Event(kind, text, reason, name))
             wake, self._woken = not self._woken, True
         if wake:   # one wake-up per batch of events: each costs the loop a syscall and a turn
             self.loop.call_soon_threadsafe(self._ready.set)
+
+    def _on_start(self) -> None:
+        self.started = True
+        self.loop.call_soon_threadsafe(self._placed.set)
 
     def _on_token(self, token: int) -> bool:
         self.out.completion_tokens += 1
@@ -154,8 +171,8 @@ class Generation:
     def _route(self, channel: str, text: str) -> None:
         msg = self.parser.current or (self.parser.messages[-1] if self.parser.messages else None)
         if msg is not None and is_call(msg):
-            return   # a call's arguments come out whole at the end
-        if channel == "analysis":
+            self._emit("call", text, name=call_name(msg.recipient))
+        elif channel == "analysis":
             self.out.reasoning += text
             self._emit("reasoning", text)
         elif channel == "final":
@@ -184,13 +201,14 @@ class Generation:
         else:
             out.finish_reason = "tool_calls" if out.call is not None else "stop"
         self._emit("end", reason=out.finish_reason)
+        self.loop.call_soon_threadsafe(self._placed.set)
 
 
 def _merged(events: list[Event]) -> list[Event]:
     out: list[Event] = []
     for event in events:
         if out and event.kind == out[-1].kind and event.kind != "end":
-            out[-1] = Event(event.kind, out[-1].text + event.text)
+            out[-1] = Event(event.kind, out[-1].text + event.text, name=out[-1].name)
         else:
             out.append(event)
     return out

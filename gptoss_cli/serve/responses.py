@@ -1,4 +1,4 @@
-"""POST /v1/responses: the Responses API's input items -> harmony, output items and its event stream.
+"""POST /v1/responses: the Responses API's input items -> harmony (its output: response_events.py).
 
 Output items: `reasoning` (the analysis, as reasoning_text content), `message` (the final answer) and
 `function_call`; `reasoning` and `function_call_output` items are accepted back in `input`.
@@ -6,22 +6,13 @@ Output items: `reasoning` (the analysis, as reasoning_text content), `message` (
 
 from __future__ import annotations
 
-import uuid
-from typing import Any, AsyncIterator
-
 from gptoss_cli.engine.harmony import Message
 from gptoss_cli.engine.harmony_tools import call_message, result_message
 from gptoss_cli.serve import plan as P
 from gptoss_cli.serve.api_error import bad
-from gptoss_cli.serve.generation import Generation, Outcome, now
+from gptoss_cli.serve.response_events import events, response
 
-
-class StreamEnded(Exception):
-    """A stream that ends without an answer (shutdown, error)."""
-
-    def __init__(self, reason: str, why: str = "") -> None:
-        super().__init__(why or reason)
-        self.reason = reason
+__all__ = ["events", "parse", "response"]
 
 
 def parse(body: dict, defaults: P.Defaults) -> P.Plan:
@@ -87,131 +78,3 @@ def _items(plan: P.Plan, items: list) -> None:
                                                 else P.text_of(output, f"{where}.output")))
         else:
             raise bad(f"{where}.type", f"unsupported item type {kind!r}")
-
-
-# --- output -------------------------------------------------------------------------------------------
-
-def _id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:24]}"
-
-
-def _reasoning_item(item_id: str, text: str) -> dict:
-    return {"type": "reasoning", "id": item_id, "summary": [],
-            "content": [{"type": "reasoning_text", "text": text}], "status": "completed"}
-
-
-def _message_item(item_id: str, text: str, status: str = "completed") -> dict:
-    return {"type": "message", "id": item_id, "role": "assistant", "status": status,
-            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
-
-
-def _call_item(out: Outcome, status: str = "completed") -> dict:
-    return {"type": "function_call", "id": _id("fc"), "call_id": _id("call"), "name": out.call.name,
-            "arguments": out.call.arguments, "status": status}
-
-
-def _envelope(plan: P.Plan, rid: str, created: int, status: str, output: list, out: Outcome | None) -> dict:
-    incomplete = out is not None and out.finish_reason == "length"
-    usage = None
-    if out is not None:
-        usage = {"input_tokens": out.prompt_tokens, "input_tokens_details": {"cached_tokens": out.reused_tokens},
-                 "output_tokens": out.completion_tokens,
-                 "output_tokens_details": {"reasoning_tokens": out.reasoning_tokens},
-                 "total_tokens": out.prompt_tokens + out.completion_tokens}
-    return {"id": rid, "object": "response", "created_at": created, "model": plan.model,
-            "status": "incomplete" if incomplete else status, "output": output, "usage": usage, "error": None,
-            "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
-            "instructions": "\n\n".join(plan.instructions) or None, "parallel_tool_calls": False,
-            "tool_choice": "auto", "tools": [], "reasoning": {"effort": plan.effort, "summary": None},
-            "temperature": plan.temperature, "top_p": plan.top_p, "max_output_tokens": plan.max_tokens,
-            "text": {"format": {"type": "text"}}, "metadata": {}}
-
-
-def response(plan: P.Plan, out: Outcome) -> dict[str, Any]:
-    """The non-streamed response object."""
-    output = []
-    if out.reasoning:
-        output.append(_reasoning_item(_id("rs"), out.reasoning))
-    if out.content or out.call is None:
-        output.append(_message_item(_id("msg"), out.content))
-    if out.call is not None:
-        output.append(_call_item(out))
-    return _envelope(plan, _id("resp"), now(), "completed", output, out)
-
-
-async def events(plan: P.Plan, gen: Generation) -> AsyncIterator[dict[str, Any]]:
-    """The Responses event stream, each event with its type and sequence_number."""
-    rid, created, seq = _id("resp"), now(), 0
-    output: list[dict] = []
-    open_item: dict | None = None   # {"kind", "id", "index", "text"}
-
-    def ev(kind: str, **fields) -> dict:
-        nonlocal seq
-        seq += 1
-        return {"type": kind, "sequence_number": seq - 1, **fields}
-
-    def close() -> list[dict]:
-        nonlocal open_item
-        it, open_item = open_item, None
-        if it is None:
-            return []
-        if it["kind"] == "reasoning":
-            item = _reasoning_item(it["id"], it["text"])
-            done = [ev("response.reasoning_text.done", item_id=it["id"], output_index=it["index"],
-                       content_index=0, text=it["text"])]
-        else:
-            item = _message_item(it["id"], it["text"])
-            part = item["content"][0]
-            done = [ev("response.output_text.done", item_id=it["id"], output_index=it["index"], content_index=0,
-                       text=it["text"], logprobs=[]),
-                    ev("response.content_part.done", item_id=it["id"], output_index=it["index"], content_index=0,
-                       part=part)]
-        output.append(item)
-        return done + [ev("response.output_item.done", output_index=it["index"], item=item)]
-
-    def opening(kind: str) -> list[dict]:
-        nonlocal open_item
-        evs = close() if open_item is not None and open_item["kind"] != kind else []
-        if open_item is not None:
-            return evs
-        open_item = {"kind": kind, "id": _id("rs" if kind == "reasoning" else "msg"), "index": len(output), "text": ""}
-        if kind == "reasoning":
-            item = {"type": "reasoning", "id": open_item["id"], "summary": [], "content": []}
-            return evs + [ev("response.output_item.added", output_index=open_item["index"], item=item)]
-        item = _message_item(open_item["id"], "", "in_progress")
-        item["content"] = []
-        return evs + [ev("response.output_item.added", output_index=open_item["index"], item=item),
-                      ev("response.content_part.added", item_id=open_item["id"], output_index=open_item["index"],
-                         content_index=0, part={"type": "output_text", "text": "", "annotations": []})]
-
-    start = _envelope(plan, rid, created, "in_progress", [], None)
-    yield ev("response.created", response=start)
-    yield ev("response.in_progress", response=start)
-    async for event in gen.events():
-        if event.kind in ("reasoning", "content"):
-            kind = "reasoning" if event.kind == "reasoning" else "message"
-            for e in opening(kind):
-                yield e
-            open_item["text"] += event.text
-            name = "response.reasoning_text.delta" if kind == "reasoning" else "response.output_text.delta"
-            extra = {} if kind == "reasoning" else {"logprobs": []}
-            yield ev(name, item_id=open_item["id"], output_index=open_item["index"], content_index=0,
-                     delta=event.text, **extra)
-            continue
-        if event.reason in ("cancelled", "shutdown", "error"):
-            raise StreamEnded(event.reason, gen.out.error)
-        for e in close():
-            yield e
-        if gen.out.call is not None:
-            item = _call_item(gen.out)
-            index = len(output)
-            yield ev("response.output_item.added", output_index=index, item={**item, "arguments": "",
-                                                                              "status": "in_progress"})
-            yield ev("response.function_call_arguments.delta", item_id=item["id"], output_index=index,
-                     delta=item["arguments"])
-            yield ev("response.function_call_arguments.done", item_id=item["id"], output_index=index,
-                     arguments=item["arguments"])
-            yield ev("response.output_item.done", output_index=index, item=item)
-            output.append(item)
-        final = _envelope(plan, rid, created, "completed", output, gen.out)
-        yield ev("response.completed" if final["status"] == "completed" else "response.incomplete", response=final)

@@ -94,6 +94,7 @@ def run_serve(opts: ServeOptions) -> None:
 
     from gptoss_cli.engine.batch import BatchEngine
     from gptoss_cli.serve.app import ServeConfig, create_app
+    from gptoss_cli.serve.drain import InFlight, end_all_on_worker_lost
 
     if opts.defaults.effort not in harmony.EFFORTS:
         raise BadInputError(None, f"unknown effort {opts.defaults.effort!r}", "Use --effort low, medium or high")
@@ -124,7 +125,10 @@ def run_serve(opts: ServeOptions) -> None:
         opts.defaults.model = gguf.stem
     config = ServeConfig(opts.defaults, api_key=key, max_body_bytes=int(opts.max_body_mb * 2**20),
                          log_requests=opts.log_requests, loopback=loopback, allow_origins=origins)
-    server = _Server(uvicorn.Config(create_app(engine, config), log_level="warning", access_log=False,
+    app = InFlight(create_app(engine, config))
+    if workers:   # a lost worker ends every request with an error first, then the process exits 1
+        end_all_on_worker_lost(engine, app)
+    server = _Server(uvicorn.Config(app, log_level="warning", access_log=False,
                                     timeout_graceful_shutdown=5), engine)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
