@@ -270,3 +270,22 @@ def test_generated_replies_follow_the_prompts(tiny_gguf):
         prompt = harmony.render_prompt(conv.messages, effort="high", instructions=conv.instructions,
                                        tools=conv.tools, date=None)
         assert text.startswith(prompt) and len(text) > len(prompt)
+
+
+@pytest.mark.slow
+def test_mapped_experts_stay_in_the_file_and_give_the_same_statistics(tiny6, texts, tmp_path):
+    """What a machine with less RAM than the model runs: experts read through mmap, never copied to a
+    repacked buffer (llama.cpp repacks MXFP4 experts on AVX2 CPUs), with the same statistics."""
+    from gptoss_cli.engine.scorer import Scorer
+
+    gguf = convert_checkpoint(tiny6, tmp_path / "tiny6-mxfp4.gguf", recipe="mxfp4").path
+    logs = {}
+    for mapped in (False, True):
+        with Scorer(gguf, 64, gpu_layers=0, mapped_experts=mapped) as llm:
+            logs[mapped] = [line for line in llm.model.log if "model buffer size" in line]
+    assert not any("REPACK" in line for line in logs[True]), logs[True]
+    base, mapped = (collect_stats(gguf, texts, calib_tokens=CHUNK, chunk_tokens=CHUNK, mapped_experts=m)
+                    for m in (False, True))
+    assert int(np.abs(base.counts - mapped.counts).sum()) <= 2 * CHUNK // 50   # kernels differ: rare flips
+    rel = np.abs(base.mean(base.reap_sum) - mapped.mean(mapped.reap_sum)) / base.mean(base.reap_sum)
+    assert rel.max() <= SALIENCY_MAX

@@ -166,9 +166,11 @@ def windows(tokens: list[int], calib_tokens: int, chunk_tokens: int) -> list[lis
 def collect_stats(gguf: Path, texts: list[str], *, calib_tokens: int = DEFAULT_CALIB_TOKENS,
                   threads: int | None = None, gpu_layers: int = 0,
                   progress: Callable[[int, int], None] | None = None,
-                  chunk_tokens: int = DEFAULT_CHUNK_TOKENS, label: str = "") -> ExpertStats:
+                  chunk_tokens: int = DEFAULT_CHUNK_TOKENS, label: str = "",
+                  mapped_experts: bool | None = None) -> ExpertStats:
     """Run the model over the texts (joined, special-token spellings parsed as harmony's tokens), cut into
-    windows of chunk_tokens, up to calib_tokens tokens; progress(tokens done, tokens in all) after each window."""
+    windows of chunk_tokens, up to calib_tokens tokens; progress(tokens done, tokens in all) after each window.
+    mapped_experts: experts stay in the file's memory map (None: when the free RAM is short, see low_memory)."""
     from gptoss_cli.engine.scorer import Scorer
     from gptoss_cli.prune.moe_hook import MoeHook
 
@@ -178,7 +180,8 @@ def collect_stats(gguf: Path, texts: list[str], *, calib_tokens: int = DEFAULT_C
     source = source_id(gguf)
     hook = MoeHook()
     with Scorer(gguf, chunk_tokens, threads=threads, gpu_layers=gpu_layers, all_logits=False,
-                cb_eval=hook.callback, mapped_experts=low_memory(gguf, gpu_layers)) as llm:
+                cb_eval=hook.callback,
+                mapped_experts=low_memory(gguf, gpu_layers) if mapped_experts is None else mapped_experts) as llm:
         hook.setup(llm.model)
         tokens = [t for text in texts for t in llm.model.tokenize(text, special=True)]
         runs = windows(tokens, calib_tokens, chunk_tokens)
