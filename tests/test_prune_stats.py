@@ -46,7 +46,7 @@ def test_never_routed_experts_rank_lowest(tmp_path, texts):
     gguf = convert_checkpoint(ckpt, tmp_path / "dead-mxfp4.gguf", recipe="mxfp4").path
     seen = []
     st = collect_stats(gguf, texts, calib_tokens=CALIB, chunk_tokens=CHUNK, progress=lambda d, t: seen.append((d, t)))
-    assert seen[-1] == (CALIB, CALIB) and len(seen) == CALIB // CHUNK
+    assert seen == [(done, CALIB) for done in range(0, CALIB + 1, CHUNK)]
     assert st.tokens == CALIB and st.top_k == 4 and (st.layer_tokens == CALIB).all()
     assert (st.counts.sum(axis=1) == 4 * CALIB).all()
     for layer in range(st.n_layer):
@@ -195,7 +195,8 @@ def _oh_render(enc, oh, doc):
             oh.Message.from_role_and_content(oh.Role.ASSISTANT, "Need the weather.").with_channel("analysis"),
             call, result,
             oh.Message.from_role_and_content(oh.Role.ASSISTANT, "It is 4 C.").with_channel("analysis"),
-            oh.Message.from_role_and_content(oh.Role.ASSISTANT, "4 °C and snowing — Ça gèle.").with_channel("final")]
+            oh.Message.from_role_and_content(oh.Role.ASSISTANT, "4 °C and snowing — Ça gèle.")
+            .with_channel("final")]
     config = oh.RenderConversationConfig(auto_drop_analysis=False)
     return enc.decode(enc.render_conversation(oh.Conversation.from_messages(msgs), config))
 
@@ -220,7 +221,8 @@ def test_jsonl_conversations_render_like_openai_harmony(enc, tmp_path):
     plain.write_text("Plain text stays as it is.\n{not json}\n")
     texts = calibration.load_texts([path, plain])
     assert texts[0] == _oh_render(enc, oh, doc)
-    assert texts[1].endswith("<|start|>user<|message|>hi<|end|><|start|>assistant<|channel|>final<|message|>hello<|end|>")
+    assert texts[1].endswith("<|start|>user<|message|>hi<|end|>"
+                             "<|start|>assistant<|channel|>final<|message|>hello<|end|>")
     assert texts[2] == plain.read_text()
 
 
@@ -248,8 +250,9 @@ def test_builtin_set_covers_chat_code_maths_tools_and_languages(tok):
     assert 10_000 < calibration.BUILTIN.stat().st_size < 100_000
     texts = calibration.builtin_texts()
     joined = "".join(texts)
-    for script, sample in (("CJK", "机器学习"), ("kana", "日本"), ("Cyrillic", "Земля"), ("Arabic", "لغة"),
-                           ("Devanagari", "नाश्ते"), ("Hangul", "한국어")):
+    samples = {"CJK": "机器学习", "kana": "日本", "Cyrillic": "Земля", "Arabic": "لغة", "Devanagari": "नाश्ते",
+               "Hangul": "한국어"}
+    for script, sample in samples.items():
         assert sample in joined, script
     assert any("namespace functions" in t for t in texts) and any("to=functions." in t for t in texts)
     assert all(t.startswith("<|start|>system<|message|>") and "Reasoning: medium" in t for t in texts)

@@ -1,6 +1,7 @@
 """Which experts to keep per layer, from ExpertStats, by one of three criteria (higher score = keep).
 
-- `reap` (REAP, Lasby et al. 2025): the mean over the tokens routed to the expert of gate x ||expert output||_2.
+- `reap` (REAP, router-weighted expert activation pruning, Cerebras 2025): the mean over the tokens routed
+  to the expert of gate x ||expert output||_2.
 - `frequency`: how many tokens were routed to it.
 - `ean` (expert activation norm): the sum over the tokens routed to it of ||expert output||_2.
 

@@ -169,7 +169,8 @@ def collect_stats(gguf: Path, texts: list[str], *, calib_tokens: int = DEFAULT_C
                   chunk_tokens: int = DEFAULT_CHUNK_TOKENS, label: str = "",
                   mapped_experts: bool | None = None) -> ExpertStats:
     """Run the model over the texts (joined, special-token spellings parsed as harmony's tokens), cut into
-    windows of chunk_tokens, up to calib_tokens tokens; progress(tokens done, tokens in all) after each window.
+    windows of chunk_tokens, up to calib_tokens tokens; progress(tokens done, tokens in all) at the start and
+    after each window.
     mapped_experts: experts stay in the file's memory map (None: when the free RAM is short, see low_memory)."""
     from gptoss_cli.engine.scorer import Scorer
     from gptoss_cli.prune.moe_hook import MoeHook
@@ -188,6 +189,8 @@ def collect_stats(gguf: Path, texts: list[str], *, calib_tokens: int = DEFAULT_C
         if not runs:
             raise BadInputError(label or None, "the calibration text has no tokens", "Pass a non-empty --text FILE")
         total, done = sum(len(w) for w in runs), 0
+        if progress:
+            progress(0, total)
         for window in runs:
             llm.run(window)
             hook.raise_error(gguf)

@@ -4,9 +4,11 @@ llama.cpp that the installed llama-cpp-python vendors, on the same GGUF, text, w
     python -m tests.bench.prune_stats_bench SLICE.gguf WORKDIR [--chunks 8] [--threads N]
 
 Each tool runs in its own process, model load included in the wall time; the steady rate is tokens per second
-of the evaluation alone (gptoss: between the first and the last window; llama-imatrix: its own
-`prompt eval time`). llama-imatrix is run with AMX refused (/work/shared/tools/noamx.c, as gptoss's loader
-avoids AMX), so both use the same CPU kernels. It does more per token than gptoss needs: it reads the input of
+of the evaluation alone (gptoss: from its first progress report, before the first window, to the last;
+llama-imatrix: from its log line "computing over N chunks" to its last line, the file saved). The runs
+alternate, `--repeats` rounds, and the best of each is kept: the machine may be shared. llama-imatrix is
+run with AMX refused (/work/shared/tools/noamx.c, as gptoss's loader avoids AMX), so both use the same CPU
+kernels. It does more per token than gptoss needs: it reads the input of
 every matrix multiplication and computes the output layer's logits for every token; gptoss reads three small
 tensors per MoE layer and the last token's logits only. A third row, gptoss's window evaluation without the
 callback, shows what watching the MoE tensors costs.
@@ -47,6 +49,14 @@ def noamx_lib(workdir: Path) -> dict:
     return {"LD_PRELOAD": str(lib)} if lib.exists() else {}
 
 
+_STAMP = re.compile(r"^(\d+)\.(\d+)\.(\d+)\.(\d+) ")   # llama.cpp's log time: minutes.seconds.ms.us
+
+
+def _stamp(line: str) -> float:
+    m, s, ms, us = (int(x) for x in _STAMP.match(line).groups())
+    return m * 60 + s + ms / 1e3 + us / 1e6
+
+
 def run_imatrix(tool: Path, gguf: Path, text: Path, chunks: int, threads: int, workdir: Path) -> dict:
     out = workdir / "bench.imatrix.gguf"
     cmd = [str(tool), "-m", str(gguf), "-f", str(text), "-c", str(CHUNK), "--chunks", str(chunks),
@@ -56,8 +66,9 @@ def run_imatrix(tool: Path, gguf: Path, text: Path, chunks: int, threads: int, w
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"llama-imatrix failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    m = re.search(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens", proc.stderr)
-    steady = int(m.group(2)) / (float(m.group(1)) / 1000) if m else None
+    stamps = [(_stamp(line), line) for line in proc.stderr.splitlines() if _STAMP.match(line)]
+    start = next((t for t, line in stamps if "computing over" in line), None)
+    steady = chunks * CHUNK / (stamps[-1][0] - start) if start is not None and stamps[-1][0] > start else None
     return {"tool": "llama-imatrix", "tokens": chunks * CHUNK, "wall_s": round(wall, 2),
             "tok_s": round(steady, 1) if steady else None,
             "amx_refused": "AMX is not ready" in proc.stderr}
@@ -88,6 +99,7 @@ def _child(gguf: Path, text: Path, chunks: int, threads: int, plain: bool) -> No
 
         with Scorer(gguf, CHUNK, threads=threads, gpu_layers=0, all_logits=False) as llm:
             done = 0
+            tick(0, 0)
             for w in windows(llm.model.tokenize(source, special=True), chunks * CHUNK, CHUNK):
                 llm.run(w)
                 done += len(w)
@@ -108,7 +120,7 @@ def cpu_model() -> str:
         return "?"
 
 
-def run(gguf: Path, workdir: Path, chunks: int = 8, threads: int | None = None) -> dict:
+def run(gguf: Path, workdir: Path, chunks: int = 8, threads: int | None = None, repeats: int = 2) -> dict:
     """Both tools on the slice GGUF; the ratio gptoss / llama-imatrix of wall time and steady tokens/s."""
     from gptoss_cli.engine.threads import math_threads
     from tests.bench.llama_tools import llama_tool
@@ -116,12 +128,19 @@ def run(gguf: Path, workdir: Path, chunks: int = 8, threads: int | None = None) 
     threads = threads or math_threads()
     (tool,) = llama_tool(workdir, "llama-imatrix")
     text = calibration_text(workdir / "prune-calib.txt", chunks * CHUNK)
-    rows = [run_imatrix(tool, gguf, text, chunks, threads, workdir),
-            run_gptoss(gguf, text, chunks, threads, plain=False),
-            run_gptoss(gguf, text, chunks, threads, plain=True)]
+    load = [os.getloadavg()[0]]
+    runs: dict[str, list[dict]] = {}
+    for _ in range(repeats):
+        for row in (run_imatrix(tool, gguf, text, chunks, threads, workdir),
+                    run_gptoss(gguf, text, chunks, threads, plain=False),
+                    run_gptoss(gguf, text, chunks, threads, plain=True)):
+            runs.setdefault(row["tool"], []).append(row)
+        load.append(os.getloadavg()[0])
+    rows = [{**min(r, key=lambda x: x["wall_s"]), "tok_s": max((x["tok_s"] or 0) for x in r) or None,
+             "wall_s_all": [x["wall_s"] for x in r], "tok_s_all": [x["tok_s"] for x in r]} for r in runs.values()]
     imx, ours = rows[0], rows[1]
-    return {"cpu": cpu_model(), "threads": threads, "loadavg": os.getloadavg()[0], "gguf": gguf.name,
-            "chunk": CHUNK, "chunks": chunks, "rows": rows,
+    return {"cpu": cpu_model(), "threads": threads, "loadavg": load, "gguf": gguf.name,
+            "chunk": CHUNK, "chunks": chunks, "repeats": repeats, "rows": rows,
             "speed_vs_llama_imatrix_wall": round(imx["wall_s"] / ours["wall_s"], 2),
             "speed_vs_llama_imatrix_steady": (round(ours["tok_s"] / imx["tok_s"], 2)
                                               if ours["tok_s"] and imx["tok_s"] else None),
@@ -134,13 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("path", type=Path, help="workdir (or, with --child, the text file)")
     parser.add_argument("--chunks", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         _child(args.gguf, args.path, args.chunks, args.threads, args.plain)
     else:
-        print(json.dumps(run(args.gguf, args.path, args.chunks, args.threads), indent=2))
+        print(json.dumps(run(args.gguf, args.path, args.chunks, args.threads, args.repeats), indent=2))
     return 0
 
 
