@@ -154,11 +154,12 @@ def _write_tokenizer(folder: Path, tiktoken_path: Path) -> None:
     shutil.copyfile(template, folder / "chat_template.jinja")
 
 
-def _write_all(folder: Path, shape: FixtureShape, seed: int, tiktoken_path: Path, progress: Progress | None) -> None:
+def _write_all(folder: Path, shape: FixtureShape, seed: int, tiktoken_path: Path, progress: Progress | None,
+               dead_experts: dict[int, tuple[int, ...]] | None = None) -> None:
     _write_tokenizer(folder, tiktoken_path)
     _write_json(folder / "config.json", make_config(shape))
     _write_json(folder / "generation_config.json", GENERATION_CONFIG)
-    tensors = plan_tensors(shape, seed)
+    tensors = plan_tensors(shape, seed, dead_experts)
     total = sum(t.nbytes for t in tensors)
     done = 0
 
@@ -183,8 +184,10 @@ def _write_all(folder: Path, shape: FixtureShape, seed: int, tiktoken_path: Path
 
 def write_checkpoint(out_dir: Path, shape: FixtureShape | str = "tiny", seed: int = 0,
                      tiktoken_path: Path | None = None, force: bool = False,
-                     progress: Progress | None = None) -> Path:
-    """Write a random gpt-oss checkpoint in the official HF layout to out_dir (atomically) and return it."""
+                     progress: Progress | None = None,
+                     dead_experts: dict[int, tuple[int, ...]] | None = None) -> Path:
+    """Write a random gpt-oss checkpoint in the official HF layout to out_dir (atomically) and return it;
+    dead_experts {layer: expert ids}: experts the router never chooses (a very negative router bias)."""
     if isinstance(shape, str):
         if shape not in PRESETS:
             raise BadInputError(shape, "unknown fixture preset", f"Use one of {', '.join(PRESETS)}")
@@ -200,7 +203,7 @@ def write_checkpoint(out_dir: Path, shape: FixtureShape | str = "tiny", seed: in
     shutil.rmtree(partial, ignore_errors=True)
     try:
         partial.mkdir(parents=True)
-        _write_all(partial, shape, seed, tiktoken_path, progress)
+        _write_all(partial, shape, seed, tiktoken_path, progress, dead_experts)
         if out_dir.is_dir() and not out_dir.is_symlink():
             shutil.rmtree(out_dir)
         elif out_dir.exists() or out_dir.is_symlink():

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 # (it quantizes activations to Q8_0 in MXFP4 and Q8_0 matmuls) alone exceeds the parity thresholds.
 LOGIT_STD = 2.0
 EXPERT_OUT_SCALE = 0.25  # expert down-projection output relative to a unit-variance init
+DEAD_ROUTER_BIAS = -1e4  # a router bias that keeps an expert out of every token's top-k
 CHUNK_VALUES = 4 << 20  # float32 values generated at once (16 MB)
 
 
@@ -89,8 +90,21 @@ class _Experts:
         self._scales = None
 
 
-def plan_tensors(shape: FixtureShape, seed: int) -> list[Tensor]:
-    """Every tensor of the checkpoint, in file order, with the init that keeps the model non-degenerate."""
+def _with_values(tensor: Tensor, index: tuple[int, ...], value: float) -> Tensor:
+    """tensor (1-D bf16) with the given entries replaced by value."""
+
+    def chunks() -> Iterator[bytes]:
+        bits = np.frombuffer(b"".join(tensor.chunks()), np.uint16).copy()
+        bits[list(index)] = float32_to_bf16_bits(np.array([value], np.float32))[0]
+        yield bits.tobytes()
+
+    return Tensor(tensor.name, tensor.dtype, tensor.shape, chunks)
+
+
+def plan_tensors(shape: FixtureShape, seed: int, dead_experts: dict[int, tuple[int, ...]] | None = None
+                 ) -> list[Tensor]:
+    """Every tensor of the checkpoint, in file order, with the init that keeps the model non-degenerate;
+    dead_experts {layer: expert ids} get a router bias that no token's routing ever picks."""
     h, q_dim, kv_dim = shape.hidden, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
     out = [_normal_bf16(seed, "model.embed_tokens.weight", (VOCAB_SIZE, h), 1.0)]
     for n in range(shape.layers):
@@ -108,8 +122,10 @@ def plan_tensors(shape: FixtureShape, seed: int) -> list[Tensor]:
             _normal_bf16(seed, p + "self_attn.sinks", (shape.heads,), 1.0),
             _normal_bf16(seed, p + "post_attention_layernorm.weight", (h,), 0.1, mean=1.0),
             _normal_bf16(seed, p + "mlp.router.weight", (shape.experts, h), h**-0.5),
-            _normal_bf16(seed, p + "mlp.router.bias", (shape.experts,), 0.5),
         ]
+        bias = _normal_bf16(seed, p + "mlp.router.bias", (shape.experts,), 0.5)
+        dead = (dead_experts or {}).get(n)
+        out.append(_with_values(bias, dead, DEAD_ROUTER_BIAS) if dead else bias)
         e, i = shape.experts, shape.intermediate
         out += _Experts(seed, p + "mlp.experts.gate_up_proj", e, 2 * i, h, h**-0.5).tensors()
         out.append(_normal_bf16(seed, p + "mlp.experts.gate_up_proj_bias", (e, 2 * i), 0.1))

@@ -51,6 +51,9 @@ class LoadOptions:
     devices: tuple[int, ...] | None = None
     # Share of the offloaded layers per device of `devices` (llama.cpp's tensor_split); None: by free memory.
     tensor_split: tuple[float, ...] | None = None
+    # Experts in the file's memory map (CPU_Mapped), never copied to a repacked buffer: runs with less RAM
+    # than the model, reading experts from disk as they are needed.
+    mapped_experts: bool = False
 
 
 @dataclass
@@ -114,7 +117,8 @@ def plan_overrides(tensors: list[TensorInfo], n_layers: int, gpu_layers: int, op
     rules = [] if os.environ.get("GPTOSS_AMX") == "1" else avoid_amx(tensors, n_layers, gpu_layers,
                                                                         extra_bufts).rules
     experts = expert_override_patterns(n_layers, cpu_moe=opts.cpu_moe, n_cpu_moe=opts.n_cpu_moe)
-    return Overrides(rules + [(p, CPU) for p in experts])
+    mapped = [(FFN_EXPS_REGEX, PLAIN)] if opts.mapped_experts else []
+    return Overrides(rules + mapped + [(p, CPU) for p in experts])
 
 
 class _BuftOverride(ctypes.Structure):

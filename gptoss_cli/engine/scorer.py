@@ -18,11 +18,11 @@ class Scorer:
     """One model and a context of n_ctx tokens that decodes a whole window in one batch."""
 
     def __init__(self, path: Path, n_ctx: int, *, threads: int | None = None, gpu_layers: int | None = None,
-                 all_logits: bool = True, cb_eval=None) -> None:
+                 all_logits: bool = True, cb_eval=None, mapped_experts: bool = False) -> None:
         import llama_cpp as lc
 
         self._lc, self.path, self.n_ctx, self._all = lc, Path(path), n_ctx, all_logits
-        self.model = load_model(self.path, LoadOptions(gpu_layers=gpu_layers))
+        self.model = load_model(self.path, LoadOptions(gpu_layers=gpu_layers, mapped_experts=mapped_experts))
         cp = lc.llama_context_default_params()
         cp.n_ctx = cp.n_batch = n_ctx
         cp.n_ubatch = min(n_ctx, 512)

@@ -1,6 +1,6 @@
 """`make bench`: every benchmark in one run, printed as tables and written as JSON.
 
-    python -m tests.bench.run --out bench-out [--only convert,chat,offload,pull,recipes,rpc,serve]
+    python -m tests.bench.run --out bench-out [--only convert,chat,offload,pull,recipes,rpc,serve,prune-stats]
 """
 
 from __future__ import annotations
@@ -126,8 +126,24 @@ def bench_serve(out: Path) -> dict:
     return result
 
 
+def bench_prune_stats(out: Path) -> dict:
+    gguf = _slice_gguf(out)
+    console.print("[bold]prune-stats: expert statistics vs llama-imatrix, same text, windows and threads (slice GGUF)")
+    result = _optional("prune_stats_bench", lambda m: m.run(gguf, out))
+    t = Table(title=f"prune-stats: {result.get('chunks')} windows of {result.get('chunk')} tokens, "
+                    f"{result.get('threads')} threads; {result.get('cpu')}, load average {result.get('loadavg')}")
+    for col in ("run", "wall s", "steady tok/s"):
+        t.add_column(col, justify="right")
+    for r in result.get("rows", []):
+        t.add_row(r["tool"], str(r["wall_s"]), str(r["tok_s"]))
+    console.print(t)
+    console.print(f"gptoss / llama-imatrix: wall {result.get('speed_vs_llama_imatrix_wall')}x, "
+                  f"steady {result.get('speed_vs_llama_imatrix_steady')}x (goal >= 0.9x)")
+    return result
+
+
 BENCHES = {"convert": bench_convert, "chat": bench_chat, "offload": bench_offload, "pull": bench_pull,
-           "recipes": bench_recipes, "rpc": bench_rpc, "serve": bench_serve}
+           "recipes": bench_recipes, "rpc": bench_rpc, "serve": bench_serve, "prune-stats": bench_prune_stats}
 
 
 def main(argv: list[str] | None = None) -> int:

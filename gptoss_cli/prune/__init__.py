@@ -1,0 +1,1 @@
+"""`gptoss prune`: drop the experts a calibration text routes least to (REAP) from a gpt-oss GGUF."""
