@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from gptoss_cli import __version__
-from gptoss_cli.commands import models, quant, run
+from gptoss_cli.commands import chat, models, plan, quant, serve, worker
 
 app = typer.Typer(
     name="gptoss",
@@ -23,13 +23,13 @@ COMMANDS = (
     ("rm", models.rm, None),
     ("quantize", quant.quantize, quant.QUANTIZE_EXIT_CODES),
     ("info", quant.info, None),
-    ("chat", run.chat, run.CHAT_EXIT_CODES),
-    ("serve", run.serve, run.SERVE_EXIT_CODES),
-    ("plan", run.plan, run.PLAN_EXIT_CODES),
+    ("chat", chat.chat, chat.CHAT_EXIT_CODES),
+    ("serve", serve.serve, serve.SERVE_EXIT_CODES),
+    ("plan", plan.plan, plan.PLAN_EXIT_CODES),
     ("recipes", quant.recipes, None),
     ("imatrix", quant.imatrix, None),
     ("eval", quant.eval_, None),
-    ("worker", run.worker, run.WORKER_EXIT_CODES),
+    ("worker", worker.worker, worker.WORKER_EXIT_CODES),
 )
 for _name, _function, _epilog in COMMANDS:
     app.command(_name, epilog=_epilog)(_function)

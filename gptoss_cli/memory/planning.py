@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from converters.errors import BadInputError, ModelNotFound
@@ -55,22 +55,35 @@ def probe(vram: str | None, ram: str | None) -> tuple[int, int, list[Device]]:
     return gpu_free, r.free, devices + [r]
 
 
-def run_plan(model: str | None, ctx: int, vram: str | None, ram: str | None, flash_attn: str,
-             as_json: bool, rpc: str | None = None) -> None:
+@dataclass
+class PlanOptions:
+    """Everything `gptoss plan` was asked for."""
+
+    model: str | None = None
+    ctx: int = 8192
+    vram: str | None = None         # --vram SIZE: plan for this much GPU memory instead of this machine's
+    ram: str | None = None          # --ram SIZE: likewise for system RAM
+    flash_attn: str = "auto"
+    as_json: bool = False
+    rpc: str | None = None          # --rpc HOST:PORT,...: plan over these workers
+
+
+def run_plan(opts: PlanOptions) -> None:
     """`gptoss plan`: print where everything goes; DoesNotFit when nothing does."""
     from gptoss_cli import ui
 
+    model, ctx, flash_attn = opts.model, opts.ctx, opts.flash_attn
     if ctx < 1:
         raise BadInputError(str(ctx), "--ctx-size must be positive")
     shape, source = load_shape(model)
-    if rpc:
-        return _run_plan_rpc(shape, source, model, ctx, vram, ram, flash_attn, as_json, rpc)
-    gpu_free, ram_free, devices = probe(vram, ram)
+    if opts.rpc:
+        return _run_plan_rpc(shape, source, opts.rpc, opts)
+    gpu_free, ram_free, devices = probe(opts.vram, opts.ram)
     plan = plan_memory(shape, ctx, gpu_free, ram_free, flash_attn=flash_attn_used(flash_attn))
     flags = f" --n-cpu-moe {plan.n_cpu_moe}" if plan.gpu and plan.n_cpu_moe else ""
     flags += f" --ctx-size {ctx}" + ("" if flash_attn == "auto" else f" --flash-attn {flash_attn}")
     command = f"gptoss chat {model or ''}".rstrip() + flags
-    if as_json:
+    if opts.as_json:
         ui.print_json({**plan.to_json(), "source": source, "command": command if plan.fits else None,
                        "devices": [asdict(d) for d in devices]})
     else:
@@ -105,14 +118,12 @@ def fit(model_path: Path, ctx: int, flash_attn: str = "auto", workers: list | No
     return plan
 
 
-
-
-def _run_plan_rpc(shape: ModelShape, source: str, model: str | None, ctx: int, vram: str | None,
-                  ram: str | None, flash_attn: str, as_json: bool, rpc: str) -> None:
+def _run_plan_rpc(shape: ModelShape, source: str, rpc: str, opts: PlanOptions) -> None:
     """`gptoss plan --rpc`: ask each worker for its memory, split the layers as llama.cpp will."""
     from gptoss_cli import ui
     from gptoss_cli.rpc.client import connect, offload_table
 
+    model, ctx, vram, ram, flash_attn = opts.model, opts.ctx, opts.vram, opts.ram, opts.flash_attn
     workers = connect(rpc)
     devices = offload_table(workers)
     if vram is not None:   # plan for another local GPU than this machine's
@@ -123,7 +134,7 @@ def _run_plan_rpc(shape: ModelShape, source: str, model: str | None, ctx: int, v
     flags = f" --rpc {rpc}" + (" --fit" if plan.split else "")
     flags += f" --ctx-size {ctx}" + ("" if flash_attn == "auto" else f" --flash-attn {flash_attn}")
     command = f"gptoss chat {model or ''}".rstrip() + flags
-    if as_json:
+    if opts.as_json:
         ui.print_json({**plan.to_json(), "source": source, "command": command if plan.fits else None})
     else:
         ui.info(f"shape: {source}; free: " + ", ".join(f"{n} {f / GiB:.1f} GiB" for n, f in devices)
