@@ -246,6 +246,7 @@ def test_repl_view_thinking_shown_dimmed_or_summarised(tiny_gguf):
     with Backend(tiny_gguf, BackendOptions(ctx_size=512)) as real:
         class Scripted:
             n_ctx, tokenize, token_bytes = real.n_ctx, real.tokenize, real.token_bytes
+            tokenize_plain = real.tokenize_plain
 
             def generate(self, prompt, **_):
                 yield from real.tokenize(reply)

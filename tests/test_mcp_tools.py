@@ -248,7 +248,7 @@ def test_published_everything_server_from_npm(tmp_path):
 
 
 def test_schema_keywords_the_grammar_cannot_enforce_are_named():
-    from gptoss_cli.chat.tooling import unenforced
+    from gptoss_cli.chat.turns import unenforced
 
     schema = {"type": "object", "properties": {
         "age": {"type": "integer", "minimum": 0, "maximum": 150},

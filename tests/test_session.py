@@ -29,6 +29,9 @@ class ScriptedModel:
     def tokenize(self, text):
         return self.tok.encode(text, allowed_special="all")
 
+    def tokenize_plain(self, text):
+        return self.tok.encode(text, disallowed_special=())
+
     def token_bytes(self, token):
         return self.tok.decode_single_token_bytes(token)
 

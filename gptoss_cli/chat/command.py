@@ -10,10 +10,12 @@ from pathlib import Path
 from converters.errors import BadInputError, RunFailure
 from gptoss_cli import paths, ui
 from gptoss_cli.engine import harmony
+from gptoss_cli.chat.repl import Repl
 from gptoss_cli.chat.scripted import with_script
 from gptoss_cli.engine.backend import Backend, BackendOptions
-from gptoss_cli.engine.session import Sampling, Session, TurnResult
-from gptoss_cli.chat.tooling import Controls, ToolOptions, start_hub
+from gptoss_cli.engine.session import Sampling, Session, TokenBackend, TurnResult
+from gptoss_cli.chat.turns import ToolOptions, TurnRunner, start_hub
+from gptoss_cli.tools.mcp_client import RemoteTool
 
 
 @dataclass
@@ -56,8 +58,14 @@ def run_chat(opts: ChatOptions) -> None:
     if opts.fit:
         _fit(gguf, backend_opts, workers)
     hub = start_hub(opts.tools)  # before the model: a server that fails stops the chat early
+    repl: Repl | None = None
+
+    def ask(tool: RemoteTool, arguments: dict) -> str:
+        """The REPL's approval prompt (the REPL is built once the model is loaded); one-shot runs never ask."""
+        return repl.approve(tool, arguments) if repl is not None else "n"
+
     try:
-        controls = Controls(opts.tools, hub)
+        turns = TurnRunner(opts.tools, hub, ask=ask if prompt is None else None)
         with ui.status(f"loading {gguf.name}"):
             backend = with_script(Backend(gguf, backend_opts))  # tests: GPTOSS_TEST_REPLY
     except BaseException:
@@ -66,17 +74,15 @@ def run_chat(opts: ChatOptions) -> None:
         raise
     try:
         session = Session(n_ctx=backend.n_ctx, effort=opts.effort, instructions=opts.system)
-        controls.attach(session)
+        turns.attach(session)
         if prompt is None:
-            from gptoss_cli.chat.repl import Repl
-
-            repl = Repl(session, backend, opts.sampling, controls=controls, show_thinking=opts.show_thinking,
+            repl = Repl(session, backend, opts.sampling, turns=turns, show_thinking=opts.show_thinking,
                         model_name=gguf.name)
             if workers:
                 _save_on_worker_lost(session, gguf.name, lambda: repl.pending)
             repl.run()
         else:
-            one_shot(session, backend, prompt, opts, model_name=str(gguf), controls=controls)
+            one_shot(session, backend, prompt, opts, model_name=str(gguf), turns=turns)
     finally:
         if hub is not None:
             hub.close()
@@ -98,10 +104,10 @@ def _one_shot_prompt(opts: ChatOptions) -> str | None:
     return text.strip("\n")
 
 
-def one_shot(session: Session, backend, prompt: str, opts: ChatOptions, model_name: str = "",
-             controls: Controls | None = None) -> TurnResult:
+def one_shot(session: Session, backend: TokenBackend, prompt: str, opts: ChatOptions, model_name: str = "",
+             turns: TurnRunner | None = None) -> TurnResult:
     """Answer one prompt: the final answer streams to stdout, thinking (if asked) to stderr."""
-    controls = controls or Controls(opts.tools)
+    turns = turns or TurnRunner(opts.tools)
     stream = not opts.json_out
     wrote: list[str] = []
 
@@ -115,7 +121,7 @@ def one_shot(session: Session, backend, prompt: str, opts: ChatOptions, model_na
             sys.stderr.flush()
 
     try:
-        result = controls.run(session, backend, prompt, opts.sampling, on_delta=on_delta)
+        result = turns.run(session, backend, prompt, opts.sampling, on_delta=on_delta)
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, like other Unix tools
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)

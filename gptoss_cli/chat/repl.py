@@ -12,8 +12,10 @@ from rich.console import Console
 from converters.errors import GptossError
 from gptoss_cli import paths, ui
 from gptoss_cli.engine import harmony
+from gptoss_cli.chat.turns import ToolOptions, TurnRunner, tool_rows
 from gptoss_cli.chat.view import ReplyView
 from gptoss_cli.engine.session import Sampling, Session, TokenBackend, TurnResult, stats_rows
+from gptoss_cli.tools.mcp_client import RemoteTool
 
 HISTORY_FILE = "chat_history"
 PROMPT, MORE = ">>> ", "... "
@@ -40,13 +42,9 @@ class Repl:
 
     def __init__(self, session: Session, backend: TokenBackend, sampling: Sampling, *,
                  show_thinking: bool = False, model_name: str = "", console: Console | None = None,
-                 controls=None) -> None:
-        from gptoss_cli.chat.tooling import Controls, ToolOptions
-
+                 turns: TurnRunner | None = None) -> None:
         self.session, self.backend, self.sampling = session, backend, sampling
-        self.controls = controls or Controls(ToolOptions())
-        if self.controls.runner is not None:
-            self.controls.runner.approval.ask = self._approve
+        self.turns = turns or TurnRunner(ToolOptions())   # built with ask=<this Repl's approve> for tool calls
         self._view: ReplyView | None = None
         self.show_thinking, self.model_name = show_thinking, model_name
         self.console = console or ui.out
@@ -115,7 +113,7 @@ class Repl:
         result = None
         self.pending = text
         try:
-            result = self.controls.run(self.session, self.backend, text, self.sampling, on_delta=view.on_delta)
+            result = self.turns.run(self.session, self.backend, text, self.sampling, on_delta=view.on_delta)
         except KeyboardInterrupt:
             view.close(None)
             self.console.print("[interrupted]", style="dim", markup=False)
@@ -197,9 +195,7 @@ class Repl:
         return True
 
     def _tools(self, _: str) -> bool:
-        from gptoss_cli.chat.tooling import tool_rows
-
-        rows = tool_rows(self.controls.hub)
+        rows = tool_rows(self.turns.hub)
         if not rows:
             self._note("no tools (start gptoss chat with --mcp \"COMMAND\" or --mcp URL)")
         else:
@@ -208,18 +204,18 @@ class Repl:
 
     def _budget(self, arg: str) -> bool:
         if arg.lower() in ("off", "none", "-"):
-            self.controls.thinking_budget = None
+            self.turns.thinking_budget = None
         elif arg.isdigit():
-            self.controls.thinking_budget = int(arg)
+            self.turns.thinking_budget = int(arg)
         elif arg:
             ui.warn(f"/budget takes a number of tokens or off, not {arg!r}")
             return True
-        budget = self.controls.thinking_budget
+        budget = self.turns.thinking_budget
         self._note(f"thinking budget: {budget if budget is not None else 'none'}")
         return True
 
-    def _approve(self, tool, arguments: dict) -> str:
-        """Ask before a call: the tool, its server and its arguments (shown as plain text)."""
+    def approve(self, tool: RemoteTool, arguments: dict) -> str:
+        """Ask before a tool call (the TurnRunner's ask): tool, server and arguments as plain text; y, n or a."""
         import json
 
         if self._view is not None:

@@ -67,7 +67,7 @@ def chat(
         gptoss chat 20b -p "Ann is 31." --schema person.json --json | jq -r .final
     """
     from gptoss_cli.chat.command import ChatOptions, run_chat
-    from gptoss_cli.chat.tooling import ToolOptions
+    from gptoss_cli.chat.turns import ToolOptions
     from gptoss_cli.engine.backend import BackendOptions
     from gptoss_cli.engine.session import Sampling
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Generator
 
 from converters.errors import BadInputError, RunFailure
 from gptoss_cli.engine.constrain import Controller, GrammarChains
@@ -125,7 +125,7 @@ class Backend:
     # --- generation -------------------------------------------------------------------------------
 
     def generate(self, prompt: list[int], *, temperature: float, top_p: float, max_tokens: int,
-                 stop: set[int], control: Controller | None = None) -> Iterator[int]:
+                 stop: set[int], control: Controller | None = None) -> Generator[int, None, None]:
         """Sample ids after prompt, reusing the cached prefix; a stop id is yielded, then it ends.
         With `control`, its forced tokens are yielded and decoded like sampled ones (engine/constrain.py)."""
         lc = self._lc

@@ -7,27 +7,40 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Generator, Protocol, Sequence
 
 from converters.errors import BadInputError
 from gptoss_cli.engine import harmony
 from gptoss_cli.engine.harmony import Message
 from gptoss_cli.engine.harmony_tools import ToolSpec
 
+if TYPE_CHECKING:
+    from gptoss_cli.engine.constrain import Controller
+
 TRANSCRIPT_FORMAT = "gptoss-chat/1"
 
 
 class TokenBackend(Protocol):
-    """What a session needs from the model (gptoss_cli.engine.backend.Backend provides it)."""
+    """What a session and engine/turn.py need from the model (gptoss_cli.engine.backend.Backend provides it)."""
 
     n_ctx: int
 
-    def tokenize(self, text: str) -> list[int]: ...
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of text; special tokens such as <|end|> are recognised."""
+        ...
 
-    def token_bytes(self, token: int) -> bytes: ...
+    def tokenize_plain(self, text: str) -> list[int]:
+        """Token ids of message content: text that spells a special token stays plain text."""
+        ...
+
+    def token_bytes(self, token: int) -> bytes:
+        """The bytes one token stands for."""
+        ...
 
     def generate(self, prompt: list[int], *, temperature: float, top_p: float, max_tokens: int,
-                 stop: set[int]): ...
+                 stop: set[int], control: Controller | None = None) -> Generator[int, None, None]:
+        """Generated token ids after prompt; control (constrain.Controller) masks what may come next."""
+        ...
 
 
 @dataclass

@@ -19,7 +19,7 @@ def reserve_for(n_ctx: int, max_tokens: int | None) -> int:
     return min(max_tokens or n_ctx // 4, n_ctx // 2)
 
 
-ToolRunner = Callable[[ToolCall], str]  # runs (or declines) one call; returns the text the model gets back
+RunTool = Callable[[ToolCall], str]  # runs (or declines) one call; returns the text the model gets back
 ConstraintFor = Callable[[int], object]  # calls made so far in the turn -> engine.constrain.Constraint or None
 TOOL_LIMIT_NOTE = "error: no more tool calls in this turn (the limit is {n}); answer with what you have"
 
@@ -37,7 +37,7 @@ class _Gen:
 
 
 def run_turn(session: Session, backend: TokenBackend, user: str, sampling: Sampling,
-             on_delta: Callable[[str, str], None] | None = None, *, run_tool: ToolRunner | None = None,
+             on_delta: Callable[[str, str], None] | None = None, *, run_tool: RunTool | None = None,
              max_tool_calls: int = 16, constraint_for: ConstraintFor | None = None) -> TurnResult:
     """Generate the reply to `user`, streaming (channel, text) to on_delta; Ctrl-C ends it, kept.
 
@@ -50,7 +50,7 @@ def run_turn(session: Session, backend: TokenBackend, user: str, sampling: Sampl
     gens: list[_Gen] = []
     calls, dropped, told_limit, prompt = 0, 0, False, []
     while True:
-        prompt, d = session.fit(user, backend.tokenize, reserve, steps, getattr(backend, "tokenize_plain", None))
+        prompt, d = session.fit(user, backend.tokenize, reserve, steps, backend.tokenize_plain)
         dropped += d
         used = sum(g.n for g in gens)
         room = session.n_ctx - len(prompt)
@@ -137,10 +137,13 @@ def _finish_turn(session: Session, user: str, steps: list[Message], gens: list[_
     decode_s = sum(g.t_last - g.t_first for g in gens if g.t_first is not None and g.n > 1)
     decode_n = sum(g.n - 1 for g in gens if g.t_first is not None and g.n > 1)
     last_n = gens[-1].n if gens else 0
-    turn = Turn(user, final, analysis, reason, len(prompt), n, n_analysis, kept)
-    stats = TurnStats(len(prompt), n, n_analysis, (firsts[0] if firsts else time.perf_counter()) - t0,
-                      decode_n / decode_s if decode_s > 0 else 0.0, time.perf_counter() - t0,
-                      len(prompt) + last_n, session.n_ctx, dropped, reason)
+    turn = Turn(user=user, final=final, analysis=analysis, stop_reason=reason, prompt_tokens=len(prompt),
+                gen_tokens=n, analysis_tokens=n_analysis, steps=kept)
+    stats = TurnStats(prompt_tokens=len(prompt), gen_tokens=n, analysis_tokens=n_analysis,
+                      ttft_s=(firsts[0] if firsts else time.perf_counter()) - t0,
+                      decode_tps=decode_n / decode_s if decode_s > 0 else 0.0, total_s=time.perf_counter() - t0,
+                      context_used=len(prompt) + last_n, n_ctx=session.n_ctx, dropped_turns=dropped,
+                      stop_reason=reason)
     session.turns.append(turn)
     session.last = stats
     session.total_prompt_tokens += len(prompt)

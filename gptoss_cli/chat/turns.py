@@ -1,4 +1,6 @@
-"""Chat's tools and constraints: MCP servers, approvals, --schema, --thinking-budget, --tool-choice."""
+"""A chat turn with its tools and constraints: MCP servers, approvals, --schema, --thinking-budget, --tool-choice.
+
+TurnRunner.run is what the REPL and one-shot mode call for each message; it runs engine/turn.py's run_turn."""
 
 from __future__ import annotations
 
@@ -9,10 +11,10 @@ from typing import Callable
 
 from converters.errors import BadInputError
 from gptoss_cli import paths, ui
-from gptoss_cli.engine.session import Session, Sampling, TurnResult
+from gptoss_cli.engine.session import Sampling, Session, TokenBackend, TurnResult
 from gptoss_cli.engine.turn import run_turn
 from gptoss_cli.tools.mcp_client import ToolHub, parse_server
-from gptoss_cli.tools.runner import Approval, ToolRunner, arguments_text, specs
+from gptoss_cli.tools.runner import Approval, Ask, ToolRunner, arguments_text, specs
 
 SHOWN_RESULT_CHARS = 300
 NO_ARGUMENTS = {"type": "object", "properties": {}, "additionalProperties": False}
@@ -35,17 +37,21 @@ class ToolOptions:
     tool_choice: str = "auto"
 
 
-class Controls:
-    """What a turn runs with besides the model: the tool hub and runner, the answer schema, the budget."""
+class TurnRunner:
+    """Runs a chat's turns with what they need besides the model: the tool hub and its runner, the answer
+    schema, the thinking budget.
 
-    def __init__(self, opts: ToolOptions, hub: ToolHub | None = None) -> None:
+    ask is called before a tool call that --yes and --allow-tool do not cover (the REPL's prompt); without
+    it such calls are declined, as in one-shot runs."""
+
+    def __init__(self, opts: ToolOptions, hub: ToolHub | None = None, *, ask: Ask | None = None) -> None:
         self.opts, self.hub = opts, hub
         self.schema = load_schema(opts.schema) if opts.schema else None
         self.thinking_budget = opts.thinking_budget
-        self.runner: ToolRunner | None = None
+        self.tool_runner: ToolRunner | None = None
         if hub is not None:
-            self.runner = ToolRunner(hub, Approval(yes=opts.yes, allow=set(opts.allow_tool)),
-                                     on_result=show_call, on_withdrawn=self._withdrawn)
+            self.tool_runner = ToolRunner(hub, Approval(yes=opts.yes, allow=set(opts.allow_tool), ask=ask),
+                                          on_result=show_call, on_withdrawn=self._withdrawn)
         self.session: Session | None = None
         choice = opts.tool_choice
         if choice not in ("auto", "none") and (hub is None or choice not in hub.tools):
@@ -57,16 +63,16 @@ class Controls:
         self.session = session
         session.tools = specs(self.hub) if self.hub is not None and self.opts.tool_choice != "none" else []
 
-    def run(self, session: Session, backend, text: str, sampling: Sampling,
+    def run(self, session: Session, backend: TokenBackend, text: str, sampling: Sampling,
             on_delta: Callable[[str, str], None] | None = None) -> TurnResult:
         """One turn with tools and constraints; the calls it made are kept on the turn."""
-        if self.runner is not None:
-            self.runner.records = []
+        if self.tool_runner is not None:
+            self.tool_runner.records = []
         result = run_turn(session, backend, text, sampling, on_delta,
-                          run_tool=self.runner if session.tools else None,
+                          run_tool=self.tool_runner if session.tools else None,
                           max_tool_calls=self.opts.max_tool_calls, constraint_for=self.constraint_for)
-        if self.runner is not None:
-            result.turn.tool_calls = list(self.runner.records)
+        if self.tool_runner is not None:
+            result.turn.tool_calls = list(self.tool_runner.records)
         return result
 
     def constraint_for(self, calls: int):
