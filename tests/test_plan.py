@@ -10,7 +10,7 @@ import pytest
 from converters.errors import BadInputError
 from gptoss_cli.memory.devices import parse_meminfo, parse_nvidia_smi, parse_size
 from gptoss_cli.engine.gguf_header import read_architecture, read_gguf_header
-from gptoss_cli.memory.plan import GiB, compute_buffer_bytes, kv_cache_bytes, plan_memory
+from gptoss_cli.memory.placement import GiB, compute_buffer_bytes, kv_cache_bytes, plan_memory
 from gptoss_cli.memory.shapes import KNOWN_CONFIGS, shape_from_config, shape_from_config_file, shape_from_gguf
 
 from conftest import DATA

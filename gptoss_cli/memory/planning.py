@@ -8,8 +8,8 @@ from pathlib import Path
 from converters.errors import BadInputError, ModelNotFound
 from gptoss_cli.memory.devices import Device, gpu_devices, parse_size, ram_device
 from gptoss_cli.memory.multi import MultiPlan, multi_rows, multi_title, plan_devices
-from gptoss_cli.memory.plan import (GiB, DoesNotFit, Plan, advice, flash_attn_used, plan_memory, plan_rows,
-                                    plan_title)
+from gptoss_cli.memory.placement import (GiB, DoesNotFit, Placement, advice, flash_attn_used, plan_memory,
+                                         plan_rows, plan_title)
 from gptoss_cli.memory.shapes import KNOWN_CONFIGS, ModelShape, shape_from_config, shape_from_config_file, shape_from_gguf
 
 
@@ -95,7 +95,8 @@ def run_plan(opts: PlanOptions) -> None:
         raise DoesNotFit(shape.name, plan.reason, advice(plan, flash_attn_used(flash_attn)))
 
 
-def fit(model_path: Path, ctx: int, flash_attn: str = "auto", workers: list | None = None) -> Plan | MultiPlan:
+def fit(model_path: Path, ctx: int, flash_attn: str = "auto",
+        workers: list | None = None) -> Placement | MultiPlan:
     """`chat --fit`: plan from the GGUF and this machine's free memory (with workers: theirs, over all
     devices); the table goes to stderr."""
     from gptoss_cli import ui

@@ -1,0 +1,163 @@
+"""Memory planning: where gpt-oss's weights, KV cache and buffers go, and the smallest --n-cpu-moe that fits.
+
+`plan_memory` is a pure function of a `ModelShape` (tensor bytes per layer, from a GGUF header or estimated
+from config.json: shapes.py), the context size and the free memory per device. Device probing lives in
+devices.py, the `gptoss plan` / `chat --fit` entry points in planning.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from converters.errors import RunFailure
+from gptoss_cli.engine.backend import SWA_FULL
+from gptoss_cli.memory.shapes import ModelShape
+
+GiB = 1 << 30
+MARGIN = 0.10           # safety margin on weights + KV cache
+N_UBATCH = 512          # llama.cpp's physical batch: the compute buffer is sized for it
+KV_PAD = 256            # llama.cpp pads the context (and the SWA cache) to multiples of 256
+
+
+def _pad(n: int, to: int = KV_PAD) -> int:
+    return -(-n // to) * to
+
+
+@dataclass
+class Placement:
+    """Where everything goes on one GPU (or none) and RAM: n_cpu_moe, bytes per device, and whether it fits."""
+
+    model: str
+    ctx: int
+    fits: bool
+    n_cpu_moe: int
+    gpu_layers: int
+    gpu_free: int
+    ram_free: int
+    gpu: dict[str, int] = field(default_factory=dict)   # component -> bytes on the GPU(s)
+    ram: dict[str, int] = field(default_factory=dict)   # component -> bytes in system RAM
+    gpu_needed: int = 0                                  # with margin and compute buffer
+    ram_needed: int = 0
+    reason: str = ""                                     # why it does not fit
+    short_of: str = ""                                   # "gpu" or "ram" when it does not fit
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+def swa_cells(shape: ModelShape, ctx: int, swa_full: bool = SWA_FULL) -> int:
+    """Cells of llama.cpp's sliding-window cache: the whole context when full-size, else the window
+    plus one ubatch, padded to 256."""
+    return _pad(ctx) if swa_full else min(_pad(ctx), _pad(shape.sliding_window + N_UBATCH))
+
+
+def kv_cache_bytes(shape: ModelShape, ctx: int, swa_full: bool = SWA_FULL) -> tuple[int, int]:
+    """(full-attention, sliding-window) K+V bytes in f16 for a context of ctx tokens."""
+    per_token = 2 * shape.n_kv_heads * shape.head_dim * 2        # K and V, f16
+    n_sliding = sum(shape.swa_layers)
+    n_full = shape.n_layers - n_sliding
+    return n_full * _pad(ctx) * per_token, n_sliding * swa_cells(shape, ctx, swa_full) * per_token
+
+
+def flash_attn_used(mode: str) -> bool:
+    """Whether llama.cpp runs flash attention for --flash-attn mode: auto turns it on where every device
+    running attention supports it, as the CPU, CUDA and Metal backends do for gpt-oss (sinks included)."""
+    return mode != "off"
+
+
+def compute_buffer_bytes(shape: ModelShape, ctx: int, flash_attn: bool) -> int:
+    """Estimate of llama.cpp's GPU compute buffer for one 512-token ubatch.
+
+    Without flash attention the f32 attention scores of a full layer dominate (heads x ubatch x ctx);
+    with it they vanish. Activations: hidden states and the routed experts' intermediates per token.
+    """
+    scores = 0 if flash_attn else shape.n_head * N_UBATCH * _pad(ctx) * 4
+    activations = N_UBATCH * (8 * shape.n_embd + 3 * shape.n_experts_used * shape.n_ff) * 4
+    return scores + activations
+
+
+def plan_memory(shape: ModelShape, ctx: int, gpu_free: int, ram_free: int, *, flash_attn: bool = False,
+                margin: float = MARGIN, swa_full: bool = SWA_FULL) -> Placement:
+    """The smallest n_cpu_moe whose GPU share fits gpu_free; everything in RAM when gpu_free is 0."""
+    kv_full, kv_swa = kv_cache_bytes(shape, ctx, swa_full)
+    kv = kv_full + kv_swa
+    compute = compute_buffer_bytes(shape, ctx, flash_attn)
+    L = shape.n_layers
+    if gpu_free <= 0:
+        ram = {"weights": shape.weight_bytes, "kv_cache": kv, "compute": compute}
+        need = int((shape.weight_bytes + kv) * (1 + margin)) + compute
+        fits = need <= ram_free
+        return Placement(shape.name, ctx, fits, 0, 0, 0, ram_free, {}, ram, 0, need,
+                    "" if fits else f"needs {need / GiB:.1f} GiB of RAM, {ram_free / GiB:.1f} GiB available",
+                    "" if fits else "ram")
+    dense_gpu = sum(shape.layer_bytes) + shape.output_bytes
+    for n in range(L + 1):
+        experts_gpu = sum(shape.expert_bytes[n:])
+        need = int((dense_gpu + experts_gpu + kv) * (1 + margin)) + compute
+        if need <= gpu_free:
+            break
+    gpu = {"layers": dense_gpu, "experts": experts_gpu, "kv_cache": kv, "compute": compute}
+    ram = {"token_embd": shape.input_bytes, "experts": sum(shape.expert_bytes[:n])}
+    reason, short_of = "", ""
+    if need > gpu_free:
+        short_of = "gpu"
+        reason = (f"even with every expert in RAM the GPU needs {need / GiB:.1f} GiB, "
+                  f"{gpu_free / GiB:.1f} GiB free")
+    elif sum(ram.values()) > ram_free:
+        short_of = "ram"
+        reason = (f"the weights kept in RAM need {sum(ram.values()) / GiB:.1f} GiB, {ram_free / GiB:.1f} GiB "
+                  "available (llama.cpp would page them from disk, very slowly)")
+    return Placement(shape.name, ctx, not short_of, n, -1, gpu_free, ram_free, gpu, ram, need, sum(ram.values()),
+                reason, short_of)
+
+
+def advice(plan: Placement, flash_attn: bool) -> str:
+    """What to try when a plan does not fit."""
+    if plan.short_of == "ram":
+        return "Free some RAM, or pass --ram to plan for another machine"
+    return "Try a smaller --ctx-size" + ("" if flash_attn else " or --flash-attn auto")
+
+
+class DoesNotFit(RunFailure):
+    """No expert placement fits the free memory."""
+
+    what = "does not fit"
+
+
+def _layers(a: int, b: int) -> str:
+    return f"layer {a}" if b - a == 1 else f"layers {a}-{b - 1}"
+
+
+def plan_rows(plan: Placement, shape: ModelShape) -> list[tuple[str, str, str]]:
+    """(where, what, GiB) rows describing a plan."""
+    gib = lambda n: f"{n / GiB:.2f} GiB"  # noqa: E731
+    L, n = shape.n_layers, plan.n_cpu_moe
+    kv_full, kv_swa = kv_cache_bytes(shape, plan.ctx)
+    n_swa = sum(shape.swa_layers)
+    kv_what = (f"KV cache: {L - n_swa} full layers x {_pad(plan.ctx)} cells"
+               + (f", {n_swa} sliding x {swa_cells(shape, plan.ctx)}" if n_swa else ""))
+    ram_total = ("RAM", "needed / available", f"{gib(plan.ram_needed)} / {gib(plan.ram_free)}")
+    if not plan.gpu:
+        return [("RAM", f"all weights ({L} layers)", gib(plan.ram["weights"])),
+                ("RAM", kv_what, gib(plan.ram["kv_cache"])),
+                ("RAM", "compute buffer (estimate)", gib(plan.ram["compute"])),
+                (ram_total[0], f"needed with {MARGIN:.0%} margin / available", ram_total[2])]
+    rows = [("GPU", f"attention, norms, router of {L} layers; output", gib(plan.gpu["layers"]))]
+    if n < L:
+        rows.append(("GPU", f"experts of {_layers(n, L)}", gib(plan.gpu["experts"])))
+    rows += [("GPU", kv_what, gib(kv_full + kv_swa)),
+             ("GPU", "compute buffer (estimate)", gib(plan.gpu["compute"])),
+             ("GPU", f"needed with {MARGIN:.0%} margin / free", f"{gib(plan.gpu_needed)} / {gib(plan.gpu_free)}"),
+             ("RAM", "token embeddings", gib(plan.ram["token_embd"]))]
+    if n:
+        rows.append(("RAM", f"experts of {_layers(0, n)}", gib(plan.ram["experts"])))
+    return rows + [ram_total]
+
+
+def plan_title(plan: Placement) -> str:
+    if not plan.fits:
+        return f"{plan.model}, context {plan.ctx}: does not fit"
+    if not plan.gpu:
+        return f"{plan.model}, context {plan.ctx}: CPU only, everything in RAM"
+    return f"{plan.model}, context {plan.ctx}: --n-cpu-moe {plan.n_cpu_moe}"
