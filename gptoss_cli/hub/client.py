@@ -102,7 +102,7 @@ def check_name(name: str) -> None:
 
 
 @dataclass
-class PlanFile:
+class DownloadFile:
     """One file to pull: remote metadata plus what is already on disk."""
 
     name: str
@@ -118,15 +118,15 @@ class PlanFile:
 
 
 @dataclass
-class Plan:
-    """What a pull will fetch, and where."""
+class DownloadPlan:
+    """What a pull will fetch, and where (make_plan builds it)."""
 
     repo_id: str
     revision: str
     commit: str
     target: Path  # the snapshot folder (cache) or --dir
     local_dir: Path | None
-    files: list[PlanFile]
+    files: list[DownloadFile]
     skipped: list[tuple[str, int]] = field(default_factory=list)
 
     @property
@@ -155,25 +155,25 @@ class Plan:
                            "partial_bytes": f.partial} for f in self.files]}
 
 
-def blob_path(plan: Plan, etag: str) -> Path:
+def blob_path(plan: DownloadPlan, etag: str) -> Path:
     """A blob of the plan's repo in the HF cache."""
     return repo_storage(plan.repo_id) / "blobs" / etag
 
 
-def has_blob(plan: Plan, f: PlanFile) -> bool:
+def has_blob(plan: DownloadPlan, f: DownloadFile) -> bool:
     """Whether the cache already holds the file's bytes (a blob of the wrong size, e.g. empty, does not count)."""
     blob = blob_path(plan, f.etag)
     return blob.is_file() and blob.stat().st_size == f.size
 
 
-def partial_path(plan: Plan, f: PlanFile) -> Path:
+def partial_path(plan: DownloadPlan, f: DownloadFile) -> Path:
     """Where a file's unfinished bytes live between runs (huggingface_hub's <etag>.incomplete naming)."""
     if plan.local_dir is None:
         return blob_path(plan, f.etag + ".incomplete")
     return plan.local_dir / ".cache" / "huggingface" / "download" / f"{f.name}.{f.etag}.incomplete"
 
 
-def _is_present(plan: Plan, f: PlanFile) -> bool:
+def _is_present(plan: DownloadPlan, f: DownloadFile) -> bool:
     path = plan.target / f.name
     if not path.is_file() or path.stat().st_size != f.size:  # an empty or cut file is never done
         return False
@@ -184,7 +184,7 @@ def _is_present(plan: Plan, f: PlanFile) -> bool:
     return meta is not None and meta.etag == f.etag
 
 
-def make_plan(repo_id: str, revision: str | None, local_dir: Path | None, token: str | None) -> Plan:
+def make_plan(repo_id: str, revision: str | None, local_dir: Path | None, token: str | None) -> DownloadPlan:
     """List the repo on the hub, pick the files a converter needs, and see what is already here."""
     from huggingface_hub import HfApi
 
@@ -211,7 +211,7 @@ def make_plan(repo_id: str, revision: str | None, local_dir: Path | None, token:
                             "Pass 20b, 120b or a repo id of a gpt-oss model")
     _complete_from_head(repo_id, info.sha, token, [f for f in files if f.size is None or not f.etag])
     target = local_dir if local_dir is not None else repo_storage(repo_id) / "snapshots" / info.sha
-    plan = Plan(repo_id, revision, info.sha, target, local_dir, files, skipped)
+    plan = DownloadPlan(repo_id, revision, info.sha, target, local_dir, files, skipped)
     for f in files:
         f.present = _is_present(plan, f)
         part = partial_path(plan, f)
@@ -221,7 +221,7 @@ def make_plan(repo_id: str, revision: str | None, local_dir: Path | None, token:
     return plan
 
 
-def _plan_file(repo_id: str, name: str, size: object, sha256: object, blob_id: object) -> PlanFile:
+def _plan_file(repo_id: str, name: str, size: object, sha256: object, blob_id: object) -> DownloadFile:
     """A listed file, its size, sha256 and blob id checked to be what the hub sends (they name files here)."""
     where = f"{repo_id}: {name}"
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
@@ -229,15 +229,15 @@ def _plan_file(repo_id: str, name: str, size: object, sha256: object, blob_id: o
                            "Refusing this repo; check HF_ENDPOINT, or report it to the mirror's owner")
     sha = check_hex(sha256, "the LFS sha256", where, (64,)) if sha256 is not None else None
     blob = check_hex(blob_id, "the blobId", where, (40,)) if blob_id is not None else None
-    return PlanFile(name, size, sha, blob)
+    return DownloadFile(name, size, sha, blob)
 
 
-def _complete_from_head(repo_id: str, commit: str, token: str | None, files: list[PlanFile]) -> None:
+def _complete_from_head(repo_id: str, commit: str, token: str | None, files: list[DownloadFile]) -> None:
     """A listing without sizes or hashes (a mirror that ignores blobs=true): take them from each file's HEAD
     metadata, as hf_hub_download does (X-Linked-Size / X-Linked-Etag for LFS files, the git blob id otherwise)."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
-    def head(f: PlanFile) -> None:
+    def head(f: DownloadFile) -> None:
         url = hf_hub_url(repo_id, f.name, revision=commit, endpoint=endpoint())
         meta = get_hf_file_metadata(url, token=token or False, endpoint=endpoint())
         if meta.size is None or meta.size < 0 or not meta.etag:
@@ -265,7 +265,7 @@ def _complete_from_head(repo_id: str, commit: str, token: str | None, files: lis
         raise translate(exc, repo_id, commit, token) from exc
 
 
-def preflight(plan: Plan, extra: int = 0) -> int:
+def preflight(plan: DownloadPlan, extra: int = 0) -> int:
     """Raise NotEnoughSpace unless the download (plus `extra` bytes and a margin) fits; return free bytes."""
     where = plan.local_dir or cache_dir()
     free = free_bytes(where)

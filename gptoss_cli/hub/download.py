@@ -9,12 +9,12 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from converters.errors import GptossError
-from gptoss_cli.hub.client import Callbacks, Plan, Retry, assert_gpt_oss, repo_storage
+from gptoss_cli.hub.client import Callbacks, DownloadPlan, Retry, assert_gpt_oss, repo_storage
 from gptoss_cli.hub.errors import translate
 from gptoss_cli.hub.transfer import fetch_file
 
 
-def download(plan: Plan, token: str | None, verify: bool = True, workers: int = 8,
+def download(plan: DownloadPlan, token: str | None, verify: bool = True, workers: int = 8,
              callbacks: Callbacks | None = None, retry: Retry | None = None) -> Path:
     """Fetch every missing file of the plan (config.json first), verify it, link it; return the folder."""
     from huggingface_hub import constants
@@ -55,7 +55,7 @@ def download(plan: Plan, token: str | None, verify: bool = True, workers: int = 
     return plan.target
 
 
-def _write_ref(plan: Plan) -> None:
+def _write_ref(plan: DownloadPlan) -> None:
     ref = repo_storage(plan.repo_id) / "refs" / plan.revision
     ref.parent.mkdir(parents=True, exist_ok=True)
     tmp = ref.with_name(ref.name + ".partial")

@@ -46,7 +46,7 @@ def run_pull(model: str, revision: str | None = None, local_dir: Path | None = N
     return report
 
 
-def _show_plan(plan: hub.Plan) -> None:
+def _show_plan(plan: hub.DownloadPlan) -> None:
     short = plan.commit[:12]
     ui.info(f"{plan.repo_id} @ {plan.revision} ({short}) -> {plan.target}")
     skipped = sum(s for _, s in plan.skipped)
@@ -56,7 +56,7 @@ def _show_plan(plan: hub.Plan) -> None:
                if plan.skipped else ""))
 
 
-def _download(plan: hub.Plan, token: str | None, verify: bool, workers: int, quantize: bool) -> dict:
+def _download(plan: hub.DownloadPlan, token: str | None, verify: bool, workers: int, quantize: bool) -> dict:
     extra = plan.total_bytes if quantize and _same_disk(plan.local_dir or hub.cache_dir(), paths.models_dir()) else 0
     free = hub.preflight(plan, extra=extra)
     ui.info(f"  {ui.human_bytes(free)} free; sha256 verification {'on' if verify else 'off (--no-verify)'}")

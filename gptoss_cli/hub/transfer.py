@@ -15,8 +15,8 @@ import threading
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from gptoss_cli.hub.client import (Callbacks, Plan, PlanFile, Retry, blob_path, check_hex, endpoint, has_blob,
-                                   partial_path, repo_storage, same_origin)
+from gptoss_cli.hub.client import (Callbacks, DownloadFile, DownloadPlan, Retry, blob_path, check_hex, endpoint,
+                                   has_blob, partial_path, repo_storage, same_origin)
 from gptoss_cli.hub.errors import ChecksumMismatch, HubUnavailable, from_hub
 
 
@@ -74,7 +74,7 @@ class _Writer:
         return self.fh.truncate(size)
 
 
-def _new_hasher(f: PlanFile, verify: bool):
+def _new_hasher(f: DownloadFile, verify: bool):
     if not verify:
         return None
     if f.sha256:
@@ -86,7 +86,7 @@ def _new_hasher(f: PlanFile, verify: bool):
     return None
 
 
-def _transfer(url: str, headers: dict, partial: Path, f: PlanFile, verify: bool, cb: Callbacks,
+def _transfer(url: str, headers: dict, partial: Path, f: DownloadFile, verify: bool, cb: Callbacks,
               cancel: threading.Event) -> str | None:
     """Download (or resume) url into partial with huggingface_hub's http_get; return its hex digest."""
     from huggingface_hub.file_download import http_get
@@ -120,7 +120,7 @@ TRANSIENT = (408, 429, 500, 502, 503, 504)
 REFUSED = (401, 403, 410)  # from the download host: the signed link expired or was revoked; a fresh one helps
 
 
-def _resolve(plan: Plan, f: PlanFile, token: str | None) -> tuple[str, dict]:
+def _resolve(plan: DownloadPlan, f: DownloadFile, token: str | None) -> tuple[str, dict]:
     """Ask the hub where the file's bytes are now (a signed download link for LFS/Xet files); return it and the
     headers to send there (the token only to the hub's own origin)."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
@@ -154,7 +154,7 @@ def _why_retry(exc: BaseException) -> str | None:
     return None
 
 
-def _retrying(action: Callable[[], T], f: PlanFile, cb: Callbacks, cancel: threading.Event, retry: Retry,
+def _retrying(action: Callable[[], T], f: DownloadFile, cb: Callbacks, cancel: threading.Event, retry: Retry,
               progress: Callable[[], int] = lambda: 0) -> T:
     """Run action; after a drop, an expired or refused download link or a transient status, wait and run it
     again, at most retry.tries times in a row without progress (new bytes in the partial)."""
@@ -176,7 +176,7 @@ def _retrying(action: Callable[[], T], f: PlanFile, cb: Callbacks, cancel: threa
                 raise _Cancelled() from exc
 
 
-def fetch_file(plan: Plan, f: PlanFile, token: str | None, verify: bool, cb: Callbacks,
+def fetch_file(plan: DownloadPlan, f: DownloadFile, token: str | None, verify: bool, cb: Callbacks,
                cancel: threading.Event, retry: Retry) -> None:
     """Fetch one file into the cache (or --dir), resuming its partial; sha256-check it, retry once on mismatch."""
     from huggingface_hub.file_download import _create_symlink
