@@ -11,7 +11,7 @@ import pytest
 
 from gptoss_cli.serve import chat, responses
 from gptoss_cli.serve.api_error import APIError
-from gptoss_cli.serve.plan import Defaults
+from gptoss_cli.serve.request import ServeDefaults
 
 DATA = Path(__file__).parent / "data"
 os.environ.setdefault("TIKTOKEN_ENCODINGS_BASE", str(DATA))
@@ -111,7 +111,7 @@ def test_chat_messages_render_like_openai_harmony(enc, case, effort):
     body = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "developer", "content": "Use SI."},
                          *messages],
             "tools": [{"type": "function", "function": t} for t in tools], "reasoning_effort": effort}
-    plan = chat.parse(json.loads(json.dumps(body)), Defaults(date=DATE))
+    plan = chat.parse(json.loads(json.dumps(body)), ServeDefaults(date=DATE))
     assert _ours(plan) == _oracle(enc, convo, tools, "Be brief.\n\nUse SI.", effort)
 
 
@@ -123,7 +123,7 @@ def test_responses_items_render_like_openai_harmony(enc):
                        "content": [{"type": "reasoning_text", "text": "Need the weather."}]},
                       {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": ARGS},
                       {"type": "function_call_output", "call_id": "c1", "output": '{"temp": 21}'}]}
-    plan = responses.parse(body, Defaults(date=DATE))
+    plan = responses.parse(body, ServeDefaults(date=DATE))
     assert _ours(plan) == _oracle(enc, [("user", "Weather?", None, None, None), THINK, CALL, RESULT],
                                   [WEATHER], "Be brief.", "high")
 
@@ -131,7 +131,7 @@ def test_responses_items_render_like_openai_harmony(enc):
 def test_tool_choice_none_hides_the_tools(enc):
     body = {"messages": [{"role": "user", "content": "hi"}], "tool_choice": "none",
             "tools": [{"type": "function", "function": WEATHER}]}
-    plan = chat.parse(body, Defaults(date=DATE))
+    plan = chat.parse(body, ServeDefaults(date=DATE))
     assert _ours(plan) == _oracle(enc, [("user", "hi", None, None, None)], [], "", "medium")
     assert not plan.constraint.active
 
@@ -140,13 +140,13 @@ def test_tool_choice_and_response_format_become_constraints():
     base = {"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": WEATHER},
                                                                        {"type": "function", "function": TRIP}]}
     named = chat.parse({**base, "tool_choice": {"type": "function", "function": {"name": "book_trip"}},
-                        "thinking_budget": 5}, Defaults())
+                        "thinking_budget": 5}, ServeDefaults())
     assert (named.constraint.tool, named.constraint.thinking_budget) == ("book_trip", 5)
-    required = chat.parse({**base, "tool_choice": "required"}, Defaults(thinking_budget=7))
+    required = chat.parse({**base, "tool_choice": "required"}, ServeDefaults(thinking_budget=7))
     assert set(required.constraint.tools) == {"get_weather", "book_trip"}
     assert required.constraint.thinking_budget == 7
     fmt = chat.parse({**base, "response_format": {"type": "json_schema", "json_schema": {
-        "name": "x", "schema": {"type": "object", "properties": {"a": {"type": "integer"}}}}}}, Defaults())
+        "name": "x", "schema": {"type": "object", "properties": {"a": {"type": "integer"}}}}}}, ServeDefaults())
     assert fmt.constraint.schema == {"type": "object", "properties": {"a": {"type": "integer"}}}
 
 
@@ -168,7 +168,7 @@ def test_tool_choice_and_response_format_become_constraints():
 ])
 def test_bad_chat_fields_are_400_naming_the_field(body, param):
     with pytest.raises(APIError) as info:
-        chat.parse(body, Defaults())
+        chat.parse(body, ServeDefaults())
     assert info.value.status == 400 and info.value.param == param
     assert info.value.body()["error"]["type"] == "invalid_request_error"
 
@@ -179,5 +179,5 @@ def test_bad_responses_items_are_400():
                         ({"input": "hi", "previous_response_id": "resp_1"}, "previous_response_id"),
                         ({"input": "hi", "text": {"format": {"type": "json_schema"}}}, "text.format")]:
         with pytest.raises(APIError) as info:
-            responses.parse(body, Defaults())
+            responses.parse(body, ServeDefaults())
         assert info.value.param == param

@@ -59,13 +59,13 @@ def serve(
     (an Origin header) only from --allow-origin; bodies only as Content-Type: application/json.
     """
     from gptoss_cli.engine.backend import BackendOptions
-    from gptoss_cli.serve.plan import Defaults
+    from gptoss_cli.serve.request import ServeDefaults
     from gptoss_cli.serve.server import ServeOptions, run_serve
 
     opts = ServeOptions(
         model=model, host=host, port=port, parallel=parallel, queue=queue, api_key_file=api_key_file,
         no_auth=no_auth, log_requests=log_requests, fit=fit, rpc=rpc, allow_origins=allow_origin,
-        defaults=Defaults(effort=effort.lower(), thinking_budget=thinking_budget, max_tokens=max_tokens),
+        defaults=ServeDefaults(effort=effort.lower(), thinking_budget=thinking_budget, max_tokens=max_tokens),
         backend=BackendOptions(ctx_size=ctx_size, threads=threads, gpu_layers=gpu_layers,
                                flash_attn=flash_attn.value, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe, seed=seed))
     run_guarded(lambda: run_serve(opts))

@@ -20,6 +20,6 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
-def bad(param: str, message: str, code: str | None = "invalid_value") -> APIError:
+def invalid_request(param: str, message: str, code: str | None = "invalid_value") -> APIError:
     """A 400 about one request field."""
     return APIError(400, f"{param}: {message}" if param else message, param=param, code=code)

@@ -20,7 +20,7 @@ from gptoss_cli.serve import chat, responses
 from gptoss_cli.serve.api_error import APIError
 from gptoss_cli.serve.edge import Guard, read_json
 from gptoss_cli.serve.generation import Generation, now
-from gptoss_cli.serve.plan import Defaults, Plan
+from gptoss_cli.serve.request import ParsedRequest, ServeDefaults
 
 DISCONNECT_POLL_S = 0.05
 
@@ -29,7 +29,7 @@ DISCONNECT_POLL_S = 0.05
 class ServeConfig:
     """What the app needs besides the engine."""
 
-    defaults: Defaults
+    defaults: ServeDefaults
     api_key: str | None = None
     max_body_bytes: int = 8 * 1024 * 1024
     log_requests: bool = False
@@ -82,7 +82,7 @@ def create_app(engine: BatchEngine, config: ServeConfig) -> FastAPI:
     return app
 
 
-async def _start(engine: BatchEngine, plan: Plan, config: ServeConfig) -> Generation:
+async def _start(engine: BatchEngine, plan: ParsedRequest, config: ServeConfig) -> Generation:
     date = config.defaults.date or datetime.date.today().isoformat()
     backend = engine.backend   # tokenized off the event loop: a long prompt must not stall other streams
     prompt = await asyncio.to_thread(plan.tokens, date, backend.tokenize, backend.tokenize_plain)

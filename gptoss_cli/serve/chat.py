@@ -12,39 +12,41 @@ from typing import Any, AsyncIterator
 
 from gptoss_cli.engine.harmony import Message
 from gptoss_cli.engine.harmony_tools import call_message, result_message
-from gptoss_cli.serve import plan as P
-from gptoss_cli.serve.api_error import APIError, bad
+from gptoss_cli.serve.request import (ParsedRequest, ServeDefaults, apply_sampling, constraint, field, function_name,
+                                      json_schema, parse_call_id, parse_effort, text_of, tool_specs)
+from gptoss_cli.serve.api_error import APIError, invalid_request
 from gptoss_cli.serve.generation import FAILED, Generation, Outcome, now
 
 
-def parse(body: dict, defaults: P.Defaults) -> P.Plan:
-    """A chat-completions body as a Plan (400 on any bad field)."""
-    plan = P.Plan(model=P.get(body, "model", str, defaults.model), stream=bool(P.get(body, "stream", bool, False)))
-    opts = P.get(body, "stream_options", dict, {})
+def parse(body: dict, defaults: ServeDefaults) -> ParsedRequest:
+    """A chat-completions body as a ParsedRequest (400 on any bad field)."""
+    plan = ParsedRequest(model=field(body, "model", str, defaults.model),
+                         stream=bool(field(body, "stream", bool, False)))
+    opts = field(body, "stream_options", dict, {})
     plan.include_usage = bool(opts.get("include_usage"))
-    if P.get(body, "n", int, 1) != 1:
-        raise bad("n", "only n=1 is supported")
-    P.sampling(plan, body, defaults, ("max_completion_tokens", "max_tokens"))
-    plan.effort = P.effort(body.get("reasoning_effort"), "reasoning_effort", defaults.effort)
-    messages = P.get(body, "messages", list)
+    if field(body, "n", int, 1) != 1:
+        raise invalid_request("n", "only n=1 is supported")
+    apply_sampling(plan, body, defaults, ("max_completion_tokens", "max_tokens"))
+    plan.effort = parse_effort(body.get("reasoning_effort"), "reasoning_effort", defaults.effort)
+    messages = field(body, "messages", list)
     if not messages:
-        raise bad("messages", "at least one message is required", code="missing_required_parameter")
+        raise invalid_request("messages", "at least one message is required", code="missing_required_parameter")
     _messages(plan, messages)
-    plan.tools = P.tool_specs(body.get("tools"), nested=True)
-    schema = P.json_schema(body.get("response_format"), "response_format")
-    plan.constraint = P.constraint(plan, body.get("tool_choice"), schema, body.get("thinking_budget"),
-                                   nested=True, default_budget=defaults.thinking_budget)
+    plan.tools = tool_specs(body.get("tools"), nested=True)
+    schema = json_schema(body.get("response_format"), "response_format")
+    plan.constraint = constraint(plan, body.get("tool_choice"), schema, body.get("thinking_budget"),
+                                 nested=True, default_budget=defaults.thinking_budget)
     return plan
 
 
-def _messages(plan: P.Plan, messages: list) -> None:
+def _messages(plan: ParsedRequest, messages: list) -> None:
     names: dict[str, str] = {}   # tool_call_id -> function name
     for i, m in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(m, dict):
-            raise bad(where, "expected an object")
+            raise invalid_request(where, "expected an object")
         role = m.get("role")
-        text = P.text_of(m.get("content"), f"{where}.content")
+        text = text_of(m.get("content"), f"{where}.content")
         if role in ("system", "developer"):
             plan.instructions.append(text)
         elif role == "user":
@@ -54,23 +56,24 @@ def _messages(plan: P.Plan, messages: list) -> None:
         elif role == "tool":
             name = m.get("name")
             if name not in (None, ""):
-                P.function_name(name, f"{where}.name")
+                function_name(name, f"{where}.name")
             else:
-                name = names.get(P.call_id(m.get("tool_call_id"), f"{where}.tool_call_id") or "")
+                name = names.get(parse_call_id(m.get("tool_call_id"), f"{where}.tool_call_id") or "")
             if name is None:
-                raise bad(f"{where}.tool_call_id", "does not match a tool call of an earlier assistant message")
+                raise invalid_request(f"{where}.tool_call_id",
+                                      "does not match a tool call of an earlier assistant message")
             plan.messages.append(result_message(name, text))
         else:
-            raise bad(f"{where}.role", "must be system, developer, user, assistant or tool")
+            raise invalid_request(f"{where}.role", "must be system, developer, user, assistant or tool")
 
 
-def _assistant(plan: P.Plan, m: dict, text: str, names: dict[str, str], where: str) -> None:
+def _assistant(plan: ParsedRequest, m: dict, text: str, names: dict[str, str], where: str) -> None:
     reasoning = m.get("reasoning_content") or m.get("reasoning")
     if reasoning is not None and not isinstance(reasoning, str):
-        raise bad(f"{where}.reasoning_content", "expected a string")
+        raise invalid_request(f"{where}.reasoning_content", "expected a string")
     calls = m.get("tool_calls") or []
     if not isinstance(calls, list):
-        raise bad(f"{where}.tool_calls", "expected an array")
+        raise invalid_request(f"{where}.tool_calls", "expected an array")
     if reasoning:
         plan.messages.append(Message("assistant", reasoning, "analysis"))
     if text:   # text next to a call is a preamble, which harmony keeps on the commentary channel
@@ -78,12 +81,12 @@ def _assistant(plan: P.Plan, m: dict, text: str, names: dict[str, str], where: s
     for j, call in enumerate(calls):
         fn = call.get("function") if isinstance(call, dict) else None
         if not isinstance(fn, dict) or fn.get("name") is None:
-            raise bad(f"{where}.tool_calls[{j}].function", "needs a name and arguments")
-        P.function_name(fn["name"], f"{where}.tool_calls[{j}].function.name")
+            raise invalid_request(f"{where}.tool_calls[{j}].function", "needs a name and arguments")
+        function_name(fn["name"], f"{where}.tool_calls[{j}].function.name")
         args = fn.get("arguments") or "{}"
         if not isinstance(args, str):
             args = json.dumps(args)
-        names[P.call_id(call.get("id"), f"{where}.tool_calls[{j}].id") or f"#{j}"] = fn["name"]
+        names[parse_call_id(call.get("id"), f"{where}.tool_calls[{j}].id") or f"#{j}"] = fn["name"]
         plan.messages.append(call_message(fn["name"], args))
 
 
@@ -103,7 +106,7 @@ def _tool_calls(out: Outcome, call_id: str) -> list[dict] | None:
              "function": {"name": out.call.name, "arguments": out.call.arguments}}]
 
 
-def completion(plan: P.Plan, out: Outcome) -> dict[str, Any]:
+def completion(plan: ParsedRequest, out: Outcome) -> dict[str, Any]:
     """The non-streamed response."""
     message: dict[str, Any] = {"role": "assistant", "content": out.content if out.call is None else (out.content or None),
                                "reasoning_content": out.reasoning or None}
@@ -116,7 +119,7 @@ def completion(plan: P.Plan, out: Outcome) -> dict[str, Any]:
             "usage": _usage(out)}
 
 
-async def chunks(plan: P.Plan, gen: Generation) -> AsyncIterator[dict[str, Any]]:
+async def chunks(plan: ParsedRequest, gen: Generation) -> AsyncIterator[dict[str, Any]]:
     """The streamed response: a role chunk, reasoning/content deltas, the call (its name, then its arguments
     as they are generated), a finish chunk, usage; a generation that fails ends with an error chunk
     (`{"error": {...}}`, as OpenAI sends it) instead."""

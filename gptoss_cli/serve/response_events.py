@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, AsyncIterator
 
-from gptoss_cli.serve import plan as P
+from gptoss_cli.serve.request import ParsedRequest
 from gptoss_cli.serve.generation import FAILED, Generation, Outcome, now
 
 
@@ -56,7 +56,7 @@ class _Item:
 class ResponseStream:
     """Turns a generation's events into Responses events; `items` are the finished output items."""
 
-    def __init__(self, plan: P.Plan) -> None:
+    def __init__(self, plan: ParsedRequest) -> None:
         self.plan, self.id, self.created, self.seq = plan, _id("resp"), now(), 0
         self.items: list[dict] = []
         self.open: _Item | None = None
@@ -133,7 +133,7 @@ class ResponseStream:
         return evs + [self.ev(f"response.{final['status']}", response=final)]
 
 
-async def events(plan: P.Plan, gen: Generation) -> AsyncIterator[dict[str, Any]]:
+async def events(plan: ParsedRequest, gen: Generation) -> AsyncIterator[dict[str, Any]]:
     """The Responses event stream, each event with its type and sequence_number."""
     stream = ResponseStream(plan)
     for e in stream.start():
@@ -146,7 +146,7 @@ async def events(plan: P.Plan, gen: Generation) -> AsyncIterator[dict[str, Any]]
             yield e
 
 
-def response(plan: P.Plan, out: Outcome) -> dict[str, Any]:
+def response(plan: ParsedRequest, out: Outcome) -> dict[str, Any]:
     """The non-streamed response object: the items the stream would have sent."""
     stream = ResponseStream(plan)
     if out.reasoning:
@@ -159,7 +159,7 @@ def response(plan: P.Plan, out: Outcome) -> dict[str, Any]:
     return stream.envelope("incomplete" if out.finish_reason == "length" else "completed", out)
 
 
-def envelope(plan: P.Plan, rid: str, created: int, status: str, output: list, out: Outcome | None,
+def envelope(plan: ParsedRequest, rid: str, created: int, status: str, output: list, out: Outcome | None,
              error: dict | None = None) -> dict:
     """A response object with its usage (once out is known)."""
     usage = None

@@ -13,7 +13,7 @@ from gptoss_cli import paths, ui
 from gptoss_cli.engine import harmony
 from gptoss_cli.engine.backend import BackendOptions
 from gptoss_cli.rpc.endpoints import is_loopback
-from gptoss_cli.serve.plan import Defaults
+from gptoss_cli.serve.request import ServeDefaults
 
 KEY_ENV = "GPTOSS_API_KEY"
 
@@ -34,7 +34,7 @@ class ServeOptions:
     rpc: str | None = None          # --rpc HOST:PORT,...: workers that take layers (gptoss worker)
     max_body_mb: float = 8.0
     allow_origins: list[str] = field(default_factory=list)   # --allow-origin: browser origins let in
-    defaults: Defaults = field(default_factory=Defaults)
+    defaults: ServeDefaults = field(default_factory=ServeDefaults)
     backend: BackendOptions = field(default_factory=BackendOptions)
 
 

@@ -1,13 +1,14 @@
 """What both APIs ask for, checked field by field: sampling, tools, tool_choice, JSON output, effort.
 
-A request becomes a `Plan`: harmony messages, developer instructions, tool specs and a Constraint.
+A request becomes a `ParsedRequest`: harmony messages, developer instructions, tool specs and a Constraint.
 Every bad field is a 400 naming it (`param`).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 from converters.errors import BadInputError
@@ -15,7 +16,7 @@ from gptoss_cli.engine import harmony
 from gptoss_cli.engine.constrain import Constraint, grammar_for
 from gptoss_cli.engine.harmony import Message
 from gptoss_cli.engine.harmony_tools import ToolSpec
-from gptoss_cli.serve.api_error import bad
+from gptoss_cli.serve.api_error import invalid_request
 
 EFFORT_ALIASES = {"minimal": "low", "none": "low"}
 MAX_STOPS = 4               # as OpenAI's API
@@ -26,7 +27,7 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 
 
 @dataclass
-class Defaults:
+class ServeDefaults:
     """Server-wide defaults from the command line."""
 
     model: str = "gpt-oss"
@@ -37,19 +38,19 @@ class Defaults:
 
 
 @dataclass
-class Plan:
+class ParsedRequest:
     """One request, ready to render and generate."""
 
-    messages: list[Message] = field(default_factory=list)
-    instructions: list[str] = field(default_factory=list)
-    tools: list[ToolSpec] = field(default_factory=list)
+    messages: list[Message] = dataclasses.field(default_factory=list)
+    instructions: list[str] = dataclasses.field(default_factory=list)
+    tools: list[ToolSpec] = dataclasses.field(default_factory=list)
     effort: str = "medium"
-    constraint: Constraint = field(default_factory=Constraint)
+    constraint: Constraint = dataclasses.field(default_factory=Constraint)
     max_tokens: int | None = None
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int | None = None
-    stop: list[str] = field(default_factory=list)
+    stop: list[str] = dataclasses.field(default_factory=list)
     stream: bool = False
     include_usage: bool = False
     model: str = "gpt-oss"
@@ -65,15 +66,15 @@ class Plan:
         return harmony.tokenize_parts(self.parts(date), tokenize, tokenize_plain)
 
 
-def get(body: dict, key: str, kinds: type | tuple, default: Any = None, *, param: str | None = None) -> Any:
+def field(body: dict, key: str, kinds: type | tuple, default: Any = None, *, param: str | None = None) -> Any:
     """body[key] if it has one of the types, default if absent or null; a 400 otherwise."""
     value = body.get(key)
     if value is None:
         return default
     if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
-        raise bad(param or key, f"expected {_names(kinds)}, got a boolean")
+        raise invalid_request(param or key, f"expected {_names(kinds)}, got a boolean")
     if not isinstance(value, kinds):
-        raise bad(param or key, f"expected {_names(kinds)}, got {type(value).__name__}")
+        raise invalid_request(param or key, f"expected {_names(kinds)}, got {type(value).__name__}")
     return value
 
 
@@ -87,49 +88,49 @@ def _names(kinds) -> str:
 def function_name(value: Any, param: str) -> str:
     """A function name safe in a harmony header; a 400 naming param otherwise."""
     if not isinstance(value, str) or not _NAME.fullmatch(value):
-        raise bad(param, "a function name is 1 to 128 letters, digits, '_', '.' or '-' (not starting with "
-                         "'.' or '-')")
+        raise invalid_request(param, "a function name is 1 to 128 letters, digits, '_', '.' or '-' (not "
+                                     "starting with '.' or '-')")
     return value
 
 
-def call_id(value: Any, param: str) -> str | None:
+def parse_call_id(value: Any, param: str) -> str | None:
     """A tool call id: a string or absent; a 400 naming param otherwise."""
     if value is not None and not isinstance(value, str):
-        raise bad(param, f"expected a string, got {type(value).__name__}")
+        raise invalid_request(param, f"expected a string, got {type(value).__name__}")
     return value
 
 
-def sampling(plan: Plan, body: dict, defaults: Defaults, max_keys: tuple[str, ...]) -> None:
+def apply_sampling(plan: ParsedRequest, body: dict, defaults: ServeDefaults, max_keys: tuple[str, ...]) -> None:
     """temperature, top_p, seed, stop and the first of max_keys that is set."""
-    plan.temperature = float(get(body, "temperature", (int, float), 1.0))
+    plan.temperature = float(field(body, "temperature", (int, float), 1.0))
     if not 0 <= plan.temperature <= 2:
-        raise bad("temperature", "must be between 0 and 2")
-    plan.top_p = float(get(body, "top_p", (int, float), 1.0))
+        raise invalid_request("temperature", "must be between 0 and 2")
+    plan.top_p = float(field(body, "top_p", (int, float), 1.0))
     if not 0 < plan.top_p <= 1:
-        raise bad("top_p", "must be in (0, 1]")
-    plan.seed = get(body, "seed", int)
-    stop = get(body, "stop", (str, list), [])
+        raise invalid_request("top_p", "must be in (0, 1]")
+    plan.seed = field(body, "seed", int)
+    stop = field(body, "stop", (str, list), [])
     plan.stop = [stop] if isinstance(stop, str) else stop
     if len(plan.stop) > MAX_STOPS or not all(isinstance(s, str) for s in plan.stop):
-        raise bad("stop", f"must be a string or up to {MAX_STOPS} strings")
+        raise invalid_request("stop", f"must be a string or up to {MAX_STOPS} strings")
     if any(len(s) > MAX_STOP_CHARS for s in plan.stop):
-        raise bad("stop", f"a stop string may be at most {MAX_STOP_CHARS} characters long")
+        raise invalid_request("stop", f"a stop string may be at most {MAX_STOP_CHARS} characters long")
     plan.max_tokens = defaults.max_tokens
     for key in max_keys:
-        value = get(body, key, int)
+        value = field(body, key, int)
         if value is not None:
             if value < 1:
-                raise bad(key, "must be at least 1")
+                raise invalid_request(key, "must be at least 1")
             plan.max_tokens = value
             break
 
 
-def effort(value: Any, param: str, default: str) -> str:
+def parse_effort(value: Any, param: str, default: str) -> str:
     """A reasoning effort: low, medium or high (minimal counts as low)."""
     if value is None:
         return default
     if not isinstance(value, str) or EFFORT_ALIASES.get(value, value) not in harmony.EFFORTS:
-        raise bad(param, "must be one of low, medium, high")
+        raise invalid_request(param, "must be one of low, medium, high")
     return EFFORT_ALIASES.get(value, value)
 
 
@@ -139,32 +140,32 @@ def tool_specs(tools: Any, *, nested: bool) -> list[ToolSpec]:
     if tools is None:
         return []
     if not isinstance(tools, list):
-        raise bad("tools", "expected an array")
+        raise invalid_request("tools", "expected an array")
     specs = []
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict):
-            raise bad(f"tools[{i}]", "expected an object")
+            raise invalid_request(f"tools[{i}]", "expected an object")
         if tool.get("type", "function") != "function":
             continue   # hosted or custom tools (web_search, local_shell, ...) that clients like Codex also send
         fn = tool.get("function") if nested else tool
         if not isinstance(fn, dict) or not fn.get("name"):
-            raise bad(f"tools[{i}].name", "a function tool needs a name")
+            raise invalid_request(f"tools[{i}].name", "a function tool needs a name")
         function_name(fn["name"], f"tools[{i}]" + (".function.name" if nested else ".name"))
         params, description = fn.get("parameters"), fn.get("description")
         if params is not None and not isinstance(params, dict):
-            raise bad(f"tools[{i}].parameters", "expected a JSON schema object")
+            raise invalid_request(f"tools[{i}].parameters", "expected a JSON schema object")
         if description is not None and not isinstance(description, str):
-            raise bad(f"tools[{i}].description", "expected a string")
+            raise invalid_request(f"tools[{i}].description", "expected a string")
         specs.append(ToolSpec(fn["name"], description or "", params))
     return specs
 
 
-def constraint(plan: Plan, tool_choice: Any, schema: dict | None, budget: Any, *, nested: bool,
+def constraint(plan: ParsedRequest, tool_choice: Any, schema: dict | None, budget: Any, *, nested: bool,
                default_budget: int | None) -> Constraint:
     """The Constraint for tool_choice, a JSON-schema answer and the thinking budget; drops the tools
     for tool_choice "none"."""
     if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 0):
-        raise bad("thinking_budget", "must be an integer >= 0")
+        raise invalid_request("thinking_budget", "must be an integer >= 0")
     budget = default_budget if budget is None else budget
     tools = {t.name: t.parameters for t in plan.tools}
     tool = tools_all = None
@@ -174,16 +175,16 @@ def constraint(plan: Plan, tool_choice: Any, schema: dict | None, budget: Any, *
         plan.tools = []
     elif tool_choice == "required":
         if not tools:
-            raise bad("tool_choice", '"required" needs at least one tool in tools')
+            raise invalid_request("tool_choice", '"required" needs at least one tool in tools')
         tools_all = tools
     elif isinstance(tool_choice, dict):
         fn = tool_choice.get("function") if nested else tool_choice
         name = fn.get("name") if isinstance(fn, dict) else None
         if not isinstance(name, str) or name not in tools:
-            raise bad("tool_choice", f"names a function that is not in tools: {name!r}")
+            raise invalid_request("tool_choice", f"names a function that is not in tools: {name!r}")
         tool = name
     else:
-        raise bad("tool_choice", 'must be "auto", "none", "required" or a named function')
+        raise invalid_request("tool_choice", 'must be "auto", "none", "required" or a named function')
     c = Constraint(schema=schema, tool=tool, tool_schema=tools.get(tool) if tool else None, tools=tools_all,
                    thinking_budget=budget)
     try:
@@ -192,7 +193,7 @@ def constraint(plan: Plan, tool_choice: Any, schema: dict | None, budget: Any, *
         for name in ([tool] if tool else list(tools_all or [])):
             grammar_for(tools[name])
     except BadInputError as exc:
-        raise bad("response_format" if schema is not None else "tools", exc.why) from None
+        raise invalid_request("response_format" if schema is not None else "tools", exc.why) from None
     return c
 
 
@@ -201,7 +202,7 @@ def json_schema(fmt: Any, param: str) -> dict | None:
     if fmt is None:
         return None
     if not isinstance(fmt, dict):
-        raise bad(param, "expected an object")
+        raise invalid_request(param, "expected an object")
     kind = fmt.get("type")
     if kind in (None, "text"):
         return None
@@ -211,9 +212,9 @@ def json_schema(fmt: Any, param: str) -> dict | None:
         inner = fmt.get("json_schema", fmt)   # chat nests it, the Responses API's text.format does not
         schema = inner.get("schema") if isinstance(inner, dict) else None
         if not isinstance(schema, dict):
-            raise bad(param, "json_schema needs a schema object")
+            raise invalid_request(param, "json_schema needs a schema object")
         return schema
-    raise bad(param, "type must be text, json_object or json_schema")
+    raise invalid_request(param, "type must be text, json_object or json_schema")
 
 
 def text_of(content: Any, param: str) -> str:
@@ -232,6 +233,6 @@ def text_of(content: Any, param: str) -> str:
             elif isinstance(part, dict) and part.get("type") == "refusal" and isinstance(part.get("refusal"), str):
                 parts.append(part["refusal"])
             else:
-                raise bad(f"{param}[{i}]", "only text parts are supported")
+                raise invalid_request(f"{param}[{i}]", "only text parts are supported")
         return "".join(parts)
-    raise bad(param, "expected a string or an array of text parts")
+    raise invalid_request(param, "expected a string or an array of text parts")
