@@ -9,7 +9,7 @@ import pytest
 
 from converters.errors import BadInputError
 from gptoss_cli.memory.devices import parse_meminfo, parse_nvidia_smi, parse_size
-from gptoss_cli.engine.gguf_header import read_architecture, read_gguf_header
+from gptoss_cli.engine.gguf_header import read_architecture, read_header
 from gptoss_cli.memory.placement import GiB, compute_buffer_bytes, kv_cache_bytes, plan_memory
 from gptoss_cli.memory.shapes import KNOWN_CONFIGS, shape_from_config, shape_from_config_file, shape_from_gguf
 
@@ -126,10 +126,10 @@ def test_does_not_fit_and_cpu_only(s120, s20):
 # --- GGUF headers -----------------------------------------------------------------------------------
 
 def test_gguf_header_agrees_with_gguf_py_and_the_config_estimate(tiny_gguf, tiny_checkpoint):
-    meta, tensors = read_gguf_header(tiny_gguf)
+    header = read_header(tiny_gguf)
     reader = gguf.GGUFReader(tiny_gguf)
-    assert {n: b for n, _, b in tensors} == {t.name: int(t.n_bytes) for t in reader.tensors}
-    assert meta["gpt-oss.block_count"] == 4
+    assert {t.name: t.n_bytes for t in header.tensors} == {t.name: int(t.n_bytes) for t in reader.tensors}
+    assert header.metadata["gpt-oss.block_count"] == 4
     shape = shape_from_gguf(tiny_gguf)
     assert shape.weight_bytes == sum(int(t.n_bytes) for t in reader.tensors)
     estimate = shape_from_config_file(tiny_checkpoint)
@@ -147,7 +147,7 @@ def test_read_architecture(tiny_gguf, tmp_path):
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(tiny_gguf.read_bytes()[:40])
     with pytest.raises(BadInputError, match="truncated"):
-        read_gguf_header(cut)
+        read_header(cut)
 
 
 # --- parsing ----------------------------------------------------------------------------------------

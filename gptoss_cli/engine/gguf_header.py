@@ -165,9 +165,3 @@ def _tensor_info(cur: _Cursor) -> TensorInfo:
     for d in dims:
         n *= d
     return TensorInfo(name, dims, qtype, n // block * size)
-
-
-def read_gguf_header(path: Path) -> tuple[dict, list[tuple[str, tuple[int, ...], int]]]:
-    """Scalar metadata and (name, shape, bytes) of every tensor; arrays are skipped."""
-    header = read_header(path)
-    return header.metadata, [(t.name, t.shape, t.n_bytes) for t in header.tensors]

@@ -11,7 +11,7 @@ from pathlib import Path
 import gguf
 
 from converters.errors import BadInputError
-from gptoss_cli.engine.gguf_header import read_gguf_header
+from gptoss_cli.engine.gguf_header import TensorInfo, read_header
 
 FFN_EXPS = re.compile(r"\.ffn_(up|down|gate|gate_up)_(ch|)exps")  # llama.cpp's LLM_FFN_EXPS_REGEX
 BLK = re.compile(r"^blk\.(\d+)\.")
@@ -81,8 +81,8 @@ def shape_from_config(config: dict, name: str = "model") -> ModelShape:
                       _nbytes("dense", vocab, h), _nbytes("dense", vocab, h) + _nbytes("f32", h))
 
 
-def shape_from_tensors(meta: dict, tensors: list[tuple[str, tuple[int, ...], int]], name: str) -> ModelShape:
-    """Exact sizes from GGUF metadata and (name, shape, bytes) of its tensors."""
+def shape_from_tensors(meta: dict, tensors: list[TensorInfo], name: str) -> ModelShape:
+    """Exact sizes from GGUF metadata and its tensors' infos (engine/gguf_header.py's read_header)."""
     arch = meta.get("general.architecture")
     if arch != "gpt-oss":
         raise BadInputError(name, f"its architecture is {arch!r}, not gpt-oss", "Pass a gpt-oss GGUF")
@@ -91,7 +91,8 @@ def shape_from_tensors(meta: dict, tensors: list[tuple[str, tuple[int, ...], int
     experts, layers = [0] * L, [0] * L
     input_bytes = output_bytes = 0
     n_vocab = 0
-    for tensor, dims, nbytes in tensors:
+    for info in tensors:
+        tensor, dims, nbytes = info.name, info.shape, info.n_bytes
         m = BLK.match(tensor)
         if m:
             (experts if FFN_EXPS.search(tensor) else layers)[int(m.group(1))] += nbytes
@@ -135,5 +136,5 @@ def shape_from_config_file(path: Path) -> ModelShape:
 
 def shape_from_gguf(path: Path) -> ModelShape:
     """Exact tensor sizes from a gpt-oss GGUF header (no tensor data is read)."""
-    meta, tensors = read_gguf_header(path)
-    return shape_from_tensors(meta, tensors, Path(path).name)
+    header = read_header(path)
+    return shape_from_tensors(header.metadata, header.tensors, Path(path).name)
