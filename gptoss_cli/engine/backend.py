@@ -9,7 +9,7 @@ from typing import Generator
 
 from converters.errors import BadInputError, RunFailure
 from gptoss_cli.engine.constrain import Controller, GrammarChains
-from gptoss_cli.engine.llama_glue import llama_log, stop_echo
+from gptoss_cli.engine.llama_log import llama_log, stop_echo
 from gptoss_cli.engine.loader import LoadOptions, Model, ModelLoadFailure, load_model
 from gptoss_cli.engine.sampling import Sampler
 from gptoss_cli.engine.threads import math_threads

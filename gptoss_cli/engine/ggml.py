@@ -56,7 +56,7 @@ def lib() -> SimpleNamespace:
     import llama_cpp
     from llama_cpp._ctypes_extensions import load_shared_library
 
-    from gptoss_cli.engine.llama_glue import llama_log
+    from gptoss_cli.engine.llama_log import llama_log
 
     llama_log()
     lib_dir = Path(llama_cpp.__file__).parent / "lib"

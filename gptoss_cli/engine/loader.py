@@ -225,7 +225,7 @@ def load_model(path: Path, opts: LoadOptions, log_lines: list[str] | None = None
     """Load a gpt-oss GGUF with gptoss's placement rules; BadModelFile / ModelLoadFailure when llama.cpp refuses."""
     import llama_cpp as lc
 
-    from gptoss_cli.engine.llama_glue import llama_log
+    from gptoss_cli.engine.llama_log import llama_log
 
     path = Path(path)
     header = check_gguf(path)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from converters.errors import RunFailure
-from gptoss_cli.engine.llama_glue import llama_log
+from gptoss_cli.engine.llama_log import llama_log
 from gptoss_cli.engine.loader import LoadOptions, ModelLoadFailure, load_model
 from gptoss_cli.engine.threads import math_threads
 

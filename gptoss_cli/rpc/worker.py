@@ -97,7 +97,7 @@ def describe(dev: int) -> str:
 def run_worker(opts: WorkerOptions) -> None:
     """Serve a device over llama.cpp's RPC protocol until Ctrl-C."""
     from gptoss_cli import ui
-    from gptoss_cli.engine.llama_glue import llama_log
+    from gptoss_cli.engine.llama_log import llama_log
     from gptoss_cli.engine.threads import math_threads
 
     check_host(opts)
