@@ -14,10 +14,10 @@ import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as T
 
+from converters.convert import tensor_nbytes
 from converters.errors import RecipeError
 from converters.recipes import EXPERT_CLASSES, QuantSpec, TensorRule, edge_layers
 from converters.sizing import SizePlan, fallback, pad
-from converters.convert import tensor_nbytes
 
 LADDER = (T.Q2_K, T.Q3_K, T.MXFP4)     # nothing above MXFP4 is more precise: it is what the release ships
 TOLERANCE = 0.02

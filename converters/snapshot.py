@@ -41,7 +41,7 @@ class HParams:
     rope_scaling: dict = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, config: dict, path: Path) -> "HParams":
+    def from_config(cls, config: dict, path: Path) -> HParams:
         """Read the fields from a parsed config.json; raise InvalidCheckpoint on a missing or bad one."""
         try:
             hp = cls(

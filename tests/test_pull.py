@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import DATA, ROOT, run_cli
 from hubserver import HubServer
 

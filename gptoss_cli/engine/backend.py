@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from converters.errors import BadInputError, RunFailure
 from gptoss_cli.engine.constrain import Controller, GrammarChains
@@ -241,7 +241,7 @@ class Backend:
             self._model.close()
             self._model = None
 
-    def __enter__(self) -> "Backend":
+    def __enter__(self) -> Backend:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -17,9 +17,9 @@ from pathlib import Path
 from converters.errors import BadInputError
 from gptoss_cli.engine.backend import Backend, BackendOptions, ContextFull, common_prefix
 from gptoss_cli.engine.constrain import GrammarChains
-from gptoss_cli.engine.sampling import Sampler
 from gptoss_cli.engine.harmony import STOP_IDS
 from gptoss_cli.engine.jobs import Job, QueueFull, ShuttingDown
+from gptoss_cli.engine.sampling import Sampler
 
 
 @dataclass

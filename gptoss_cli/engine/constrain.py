@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import ctypes
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
 
 from converters.errors import BadInputError
 from gptoss_cli.engine.harmony import CALL, FIRST_SPECIAL_ID, RETURN, SPECIAL_IDS, STOP_IDS

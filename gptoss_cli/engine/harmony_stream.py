@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from gptoss_cli.engine.harmony import CHANNELS, SPECIAL_IDS, Message
 

@@ -17,8 +17,9 @@ The schema -> TypeScript rendering is a port of openai-harmony's `json_schema_to
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from gptoss_cli.engine.harmony import Message
 from gptoss_cli.engine.harmony_stream import ParsedMessage, is_call

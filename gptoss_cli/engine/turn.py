@@ -4,8 +4,8 @@ go on, then record the turn and its statistics."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 from gptoss_cli.engine import harmony
 from gptoss_cli.engine.harmony import Message

@@ -12,13 +12,24 @@ import hashlib
 import os
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
-from gptoss_cli.hub.client import (Callbacks, Plan, PlanFile, Retry, blob_path, check_hex, endpoint, has_blob,
-                                   partial_path, repo_storage, same_origin)
+from gptoss_cli.hub.client import (
+    Callbacks,
+    Plan,
+    PlanFile,
+    Retry,
+    blob_path,
+    check_hex,
+    endpoint,
+    has_blob,
+    partial_path,
+    repo_storage,
+    same_origin,
+)
 from gptoss_cli.hub.errors import ChecksumMismatch, HubUnavailable, from_hub
-
 
 T = TypeVar("T")
 
@@ -33,7 +44,7 @@ class _Quiet:
     def __init__(self, *args, **kwargs) -> None:
         pass
 
-    def __enter__(self) -> "_Quiet":
+    def __enter__(self) -> _Quiet:
         return self
 
     def __exit__(self, *exc) -> bool:

@@ -8,9 +8,14 @@ from pathlib import Path
 from converters.errors import BadInputError, ModelNotFound
 from gptoss_cli.memory.devices import Device, gpu_devices, parse_size, ram_device
 from gptoss_cli.memory.multi import MultiPlan, multi_rows, multi_title, plan_devices
-from gptoss_cli.memory.plan import (GiB, DoesNotFit, Plan, advice, flash_attn_used, plan_memory, plan_rows,
-                                    plan_title)
-from gptoss_cli.memory.shapes import KNOWN_CONFIGS, ModelShape, shape_from_config, shape_from_config_file, shape_from_gguf
+from gptoss_cli.memory.plan import DoesNotFit, GiB, Plan, advice, flash_attn_used, plan_memory, plan_rows, plan_title
+from gptoss_cli.memory.shapes import (
+    KNOWN_CONFIGS,
+    ModelShape,
+    shape_from_config,
+    shape_from_config_file,
+    shape_from_gguf,
+)
 
 
 def load_shape(model: str | None) -> tuple[ModelShape, str]:

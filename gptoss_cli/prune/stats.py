@@ -91,7 +91,7 @@ class ExpertStats:
             raise
 
     @classmethod
-    def load(cls, path: Path) -> "ExpertStats":
+    def load(cls, path: Path) -> ExpertStats:
         """Read a file written by save; StatsFileError naming the file when it is missing or malformed."""
         path = Path(path)
         if not path.is_file():

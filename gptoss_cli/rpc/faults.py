@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from converters.errors import RunFailure
 from gptoss_cli.rpc.endpoints import Endpoint, probe

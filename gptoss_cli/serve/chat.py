@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from gptoss_cli.engine.harmony import Message
 from gptoss_cli.engine.harmony_tools import call_message, result_message

@@ -13,11 +13,10 @@ import time
 from dataclasses import dataclass, field
 
 from gptoss_cli.engine.batch import BatchEngine
-from gptoss_cli.engine.jobs import Job
 from gptoss_cli.engine.constrain import Controller
 from gptoss_cli.engine.harmony_stream import ParsedMessage, StreamParser, is_call
 from gptoss_cli.engine.harmony_tools import ToolCall, call_name, find_call
-
+from gptoss_cli.engine.jobs import Job
 
 FAILED = ("cancelled", "shutdown", "error")   # finish reasons of a generation that gave no answer
 

@@ -11,7 +11,8 @@ whose response carries the same items as were streamed.
 from __future__ import annotations
 
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from gptoss_cli.serve import plan as P
 from gptoss_cli.serve.generation import FAILED, Generation, Outcome, now

@@ -18,8 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gptoss_cli.tools.results import ToolResult, describe_result
-from gptoss_cli.tools.servers import (RemoteTool, ServerSpec, ToolServerError, clean_schema, model_name,
-                                      parse_server, safe_name, start_error, unique_labels)
+from gptoss_cli.tools.servers import (
+    RemoteTool,
+    ServerSpec,
+    ToolServerError,
+    clean_schema,
+    model_name,
+    parse_server,
+    safe_name,
+    start_error,
+    unique_labels,
+)
 
 __all__ = ["RemoteTool", "ServerSpec", "ToolHub", "ToolServerError", "parse_server"]
 
@@ -85,7 +94,7 @@ class ToolHub:
         for log in self._logs:
             log.close()
 
-    def __enter__(self) -> "ToolHub":
+    def __enter__(self) -> ToolHub:
         return self
 
     def __exit__(self, *exc) -> None:

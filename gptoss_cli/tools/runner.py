@@ -8,8 +8,8 @@ to the model with an error saying so; nothing runs without approval.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from gptoss_cli.engine.harmony_tools import ToolCall, ToolSpec, parse_arguments
 from gptoss_cli.tools.mcp_client import RemoteTool, ToolHub
