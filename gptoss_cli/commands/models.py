@@ -20,9 +20,10 @@ def pull(
                                 help="20b, 120b, or a Hugging Face repo id of a gpt-oss model."),
     revision: str | None = typer.Option(None, "--revision", help="Branch, tag or commit sha (default: main)."),
     local_dir: Path | None = typer.Option(None, "--dir", help="Put the files in this folder instead of the HF cache."),
-    token: str | None = typer.Option(None, "--token", help="Hugging Face token (default: $HF_TOKEN or `hf auth login`). "
-                                        "A token on the command line is visible to other local users in `ps`: "
-                                        "prefer HF_TOKEN or the saved login.",
+    token: str | None = typer.Option(None, "--token",
+                                     help="Hugging Face token (default: $HF_TOKEN or `hf auth login`). "
+                                          "A token on the command line is visible to other local users in `ps`: "
+                                          "prefer HF_TOKEN or the saved login.",
                                         show_default=False),
     quantize: bool = typer.Option(False, "--quantize", help="Then run `gptoss quantize` with the default recipe."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the sha256 check of downloaded files."),

@@ -106,7 +106,7 @@ def serve(
     parallel: int = typer.Option(4, "--parallel", "-np", min=1, max=64, help="Requests decoded together (slots)."),
     queue: int = typer.Option(16, "--queue", min=0, help="Requests that may wait for a slot; beyond: HTTP 429."),
     api_key_file: Path | None = typer.Option(None, "--api-key-file", help="File holding the API key every /v1 "
-                                                "request must send (also: $GPTOSS_API_KEY; never on the command line)."),
+                                             "request must send (also: $GPTOSS_API_KEY; never on the command line)."),
     no_auth: bool = typer.Option(False, "--no-auth", help="Serve a non-loopback --host without a key."),
     allow_origin: list[str] = typer.Option([], "--allow-origin", help="A web page origin (SCHEME://HOST[:PORT]) "
                                            "whose browser requests are served, with CORS; others get 403. "

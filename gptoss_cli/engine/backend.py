@@ -257,7 +257,7 @@ class Backend:
 def common_prefix(a: list[int], b: list[int]) -> int:
     """How many leading tokens a and b share."""
     n = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x != y:
             break
         n += 1

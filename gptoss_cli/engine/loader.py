@@ -139,7 +139,7 @@ def override_array(overrides: Overrides) -> ctypes.Array | None:
     targets = {CPU: ggml.lib().cpu_buffer_type, PLAIN: ggml.plain_cpu_buffer_type,
                REPACK: lambda: ggml.cpu_extra_buffer_types()[REPACK]}
     arr = (_BuftOverride * (len(overrides.rules) + 1))()
-    for slot, (pattern, target) in zip(arr, overrides.rules):
+    for slot, (pattern, target) in zip(arr, overrides.rules, strict=False):  # arr has one more slot
         slot.pattern, slot.buft = pattern.encode(), targets[target]()
     return arr  # the last slot stays {NULL, NULL}; ctypes keeps the pattern bytes alive with arr
 

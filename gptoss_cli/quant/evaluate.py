@@ -147,9 +147,11 @@ def run_eval(reference: str, tests: list[str], text_file: str, ctx: int, threads
 
 def render(report: dict) -> None:
     """The table: one row per file, the reference first."""
+    def fmt(v: float | None, spec: str) -> str:
+        return "-" if v is None else format(v, spec)
+
     rows = []
     for r in report["results"]:
-        fmt = (lambda v, spec: "-" if v is None else format(v, spec))
         rows.append((Path(r["path"]).name, fmt(r["kl_mean"], ".6f"), fmt(r["kl_p99"], ".6f"),
                      "-" if r["top1"] is None else f"{100 * r['top1']:.2f}%", f"{r['ppl']:.3f}"))
     ui.table(f"{report['scored_tokens']} tokens scored in {report['chunks']} chunks of {report['ctx_size']} "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -29,6 +30,9 @@ from gptoss_cli.tools.servers import (
     start_error,
     unique_labels,
 )
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["RemoteTool", "ServerSpec", "ToolHub", "ToolServerError", "parse_server"]
 
@@ -68,7 +72,7 @@ class ToolHub:
     def start(self) -> None:
         """Start every server and list its tools; on any failure stop the started ones and raise."""
         labels = unique_labels([s.label for s in self.specs])
-        self.servers = {label: _Server(spec) for label, spec in zip(labels, self.specs)}
+        self.servers = {label: _Server(spec) for label, spec in zip(labels, self.specs, strict=True)}
         try:
             self._run(self._start_all(), self.start_timeout + 10)
             failed = [(label, s) for label, s in self.servers.items() if s.error is not None]
