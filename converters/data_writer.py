@@ -53,7 +53,7 @@ def _run(fd: int, piece: Copy | Chunk) -> int:
     if isinstance(piece, Copy):
         done = piece.copy(fd, piece.offset, piece.start, piece.nbytes)
     else:
-        view, done = memoryview(np.ascontiguousarray(piece.make()).reshape(-1).view(np.uint8)), 0
+        view, done = np.ascontiguousarray(piece.make()).reshape(-1).view(np.uint8).data, 0
         while done < view.nbytes:
             done += os.pwrite(fd, view[done:], piece.offset + done)
     if done != piece.nbytes:

@@ -81,7 +81,7 @@ class SafetensorsFile:
         row_bytes = prod(inner) * size
         out = np.empty((count, *inner) if entry.shape else (), dtype=dtype)
         fd = self._open()
-        view = memoryview(out.reshape(-1).view(np.uint8))
+        view = out.reshape(-1).view(np.uint8).data
         offset, done = entry.start + start * row_bytes, 0
         while done < view.nbytes:
             n = os.preadv(fd, [view[done:]], offset + done)

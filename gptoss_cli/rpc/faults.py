@@ -35,7 +35,7 @@ class _Guard:
         self.endpoints: list[Endpoint] = []
         self.savers: list[Callable[[], str | None]] = []
         self.closers: list[Callable[[str], None]] = []
-        self.callback = None
+        self.callback: object | None = None  # the ctypes ABORT_CALLBACK, kept alive once installed
         self.connecting: Endpoint | None = None   # the worker being handshaken with, if any
 
 
