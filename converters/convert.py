@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gguf
 import numpy as np
@@ -25,6 +26,9 @@ from converters.recipes import Recipe, get_recipe
 from converters.snapshot import Snapshot
 from converters.tensor_map import MXFP4, OutSpec, output_specs
 from converters.tokenizer import Vocab, load_vocab
+
+if TYPE_CHECKING:
+    from converters.sizing import SizedTensor  # sizing imports this module
 
 CHUNK_ELEMENTS = 1 << 23                         # rows are converted in chunks of about 8M elements
 BF16_F16_OVERFLOW = 0x4780                       # |bf16 bits| >= this is >= 65536: beyond F16's max 65504
@@ -50,7 +54,7 @@ class ConvertResult:
 
     path: Path
     recipe: str
-    tensors: list[PlannedTensor]
+    tensors: list[PlannedTensor] | list[SizedTensor]  # SizedTensor: written through llama.cpp's quantizer
     bytes_written: int
     input_bytes: int
     seconds: float

@@ -49,7 +49,9 @@ def _load(path: Path, ctx: int, threads: int | None) -> Scorer:
 
 def _scored_logits(llm: Scorer, tokens: list[int], start: int, first: int, ctx: int) -> np.ndarray:
     """Logits [ctx - 1 - first, vocab] of the positions that predict tokens start+first+1 .. start+ctx-1."""
-    return llm.run(tokens[start:start + ctx])[first:ctx - 1]
+    logits = llm.run(tokens[start:start + ctx])
+    assert logits is not None  # _load's Scorer keeps all logits
+    return logits[first:ctx - 1]
 
 
 def _nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:

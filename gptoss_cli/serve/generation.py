@@ -169,7 +169,7 @@ class Generation:
 
     def _route(self, channel: str, text: str) -> None:
         msg = self.parser.current or (self.parser.messages[-1] if self.parser.messages else None)
-        if msg is not None and is_call(msg):
+        if msg is not None and msg.recipient is not None and is_call(msg):
             self._emit("call", text, name=call_name(msg.recipient))
         elif channel == "analysis":
             self.out.reasoning += text

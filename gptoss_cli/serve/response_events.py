@@ -80,6 +80,7 @@ class ResponseStream:
         """Text for an item of kind (opened first if another kind, or none, is open)."""
         evs = self.begin(kind, name) if self.open is None or self.open.kind != kind else []
         it = self.open
+        assert it is not None  # begin() opened one if none was
         it.text += text
         at = {"item_id": it.id, "output_index": it.index}
         if kind == "function_call":
