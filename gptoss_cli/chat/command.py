@@ -9,12 +9,12 @@ from pathlib import Path
 
 from converters.errors import BadInputError, RunFailure
 from gptoss_cli import paths, ui
-from gptoss_cli.engine import harmony
 from gptoss_cli.chat.repl import Repl
 from gptoss_cli.chat.scripted import with_script
+from gptoss_cli.chat.turns import ToolOptions, TurnRunner, start_hub
+from gptoss_cli.engine import harmony
 from gptoss_cli.engine.backend import Backend, BackendOptions
 from gptoss_cli.engine.session import Sampling, Session, TokenBackend, TurnResult
-from gptoss_cli.chat.turns import ToolOptions, TurnRunner, start_hub
 from gptoss_cli.tools.mcp_client import RemoteTool
 
 

@@ -5,9 +5,9 @@ TurnRunner.run is what the REPL and one-shot mode call for each message; it runs
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from converters.errors import BadInputError
 from gptoss_cli import paths, ui

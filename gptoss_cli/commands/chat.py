@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from gptoss_cli.commands.options import CpuMoe, FlashAttn, FlashAttnOpt, GgufModel, GpuLayers, NCpuMoe, Rpc, Threads
@@ -18,14 +16,14 @@ def chat(
     effort: str = typer.Option("medium", "--effort", "-e", help="Reasoning effort: low, medium or high."),
     show_thinking: bool = typer.Option(False, "--show-thinking", help="Show the model's thinking (dimmed)."),
     system: str = typer.Option("", "--system", "-s", help="Instructions for the model (the developer message)."),
-    prompt: Optional[str] = typer.Option(None, "--prompt", "-p",
+    prompt: str | None = typer.Option(None, "--prompt", "-p",
                                          help="Answer this one prompt and exit (`-` reads stdin)."),
     json_out: bool = typer.Option(False, "--json", help="One-shot: print one JSON document (answer, thinking, "
                                                          "stop reason, tokens, timings)."),
     temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="Sampling temperature (0 = greedy)."),
     top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling threshold."),
     seed: int = typer.Option(-1, "--seed", help="Sampling seed (-1: random)."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1,
+    max_tokens: int | None = typer.Option(None, "--max-tokens", min=1,
                                              help="Most tokens per reply, thinking included (default: the context)."),
     ctx_size: int = typer.Option(8192, "--ctx-size", "-c", min=64, help="Context size in tokens."),
     threads: Threads = None,
@@ -43,9 +41,9 @@ def chat(
     allow_tool: list[str] = typer.Option([], "--allow-tool", help="Run this tool without asking (repeatable); "
                                          "one-shot runs call only --yes or --allow-tool tools."),
     max_tool_calls: int = typer.Option(16, "--max-tool-calls", min=0, help="Most tool calls per reply."),
-    schema: Optional[str] = typer.Option(None, "--schema", help="The answer is JSON valid for this schema "
+    schema: str | None = typer.Option(None, "--schema", help="The answer is JSON valid for this schema "
                                          "(a file, or inline JSON)."),
-    thinking_budget: Optional[int] = typer.Option(None, "--thinking-budget", min=0,
+    thinking_budget: int | None = typer.Option(None, "--thinking-budget", min=0,
                                                   help="At most N thinking tokens; then the answer is opened."),
     tool_choice: str = typer.Option("auto", "--tool-choice", help="auto, none, or a tool NAME that the first "
                                     "call of each reply must be."),

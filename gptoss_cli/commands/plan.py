@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from gptoss_cli.commands.options import FlashAttn, JsonOut
@@ -15,17 +13,17 @@ PLAN_EXIT_CODES = """Exit codes: 0 it fits (the plan and a `gptoss chat` command
 
 
 def plan(
-    model: Optional[str] = typer.Argument(None, autocompletion=complete_gguf_model,
+    model: str | None = typer.Argument(None, autocompletion=complete_gguf_model,
                                          help="A .gguf, a snapshot folder, 20b/120b or a repo id "
                                               "(default: the last GGUF written)."),
     ctx_size: int = typer.Option(8192, "--ctx-size", "--ctx", "-c", min=1, help="Context size in tokens."),
-    vram: Optional[str] = typer.Option(None, "--vram", help="GPU memory to plan for, e.g. 24GB (default: free "
+    vram: str | None = typer.Option(None, "--vram", help="GPU memory to plan for, e.g. 24GB (default: free "
                                                            "memory of this machine's GPUs; 0: CPU only)."),
-    ram: Optional[str] = typer.Option(None, "--ram", help="System RAM to plan for (default: available RAM)."),
+    ram: str | None = typer.Option(None, "--ram", help="System RAM to plan for (default: available RAM)."),
     flash_attn: FlashAttn = typer.Option("auto", "--flash-attn", "-fa", help="Flash attention as chat will run it: "
                                          "auto and on plan its much smaller compute buffer."),
     json_out: JsonOut = False,
-    rpc: Optional[str] = typer.Option(None, "--rpc", help="Plan for these `gptoss worker`s: "
+    rpc: str | None = typer.Option(None, "--rpc", help="Plan for these `gptoss worker`s: "
                                                           "HOST:PORT[,HOST:PORT...]."),
 ) -> None:
     """Plan memory without loading anything: what goes on the GPU, what stays in RAM, the --n-cpu-moe to use.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -20,18 +19,18 @@ def serve(
     port: int = typer.Option(8080, "--port", min=0, max=65535, help="Port (0: any free port; the URL is printed)."),
     parallel: int = typer.Option(4, "--parallel", "-np", min=1, max=64, help="Requests decoded together (slots)."),
     queue: int = typer.Option(16, "--queue", min=0, help="Requests that may wait for a slot; beyond: HTTP 429."),
-    api_key_file: Optional[Path] = typer.Option(None, "--api-key-file", help="File holding the API key every /v1 "
-                                                "request must send (also: $GPTOSS_API_KEY; never on the command line)."),
+    api_key_file: Path | None = typer.Option(None, "--api-key-file", help="File holding the API key every /v1 "
+                                             "request must send (also: $GPTOSS_API_KEY; never on the command line)."),
     no_auth: bool = typer.Option(False, "--no-auth", help="Serve a non-loopback --host without a key."),
     allow_origin: list[str] = typer.Option([], "--allow-origin", help="A web page origin (SCHEME://HOST[:PORT]) "
                                            "whose browser requests are served, with CORS; others get 403. "
                                            "Repeatable; '*' lets every page in."),
     log_requests: bool = typer.Option(False, "--log-requests", help="Log request bodies to stderr."),
     effort: str = typer.Option("medium", "--effort", "-e", help="Default reasoning effort: low, medium or high."),
-    thinking_budget: Optional[int] = typer.Option(None, "--thinking-budget", min=0,
+    thinking_budget: int | None = typer.Option(None, "--thinking-budget", min=0,
                                                   help="Default most thinking tokens per reply (request field "
                                                        "thinking_budget overrides)."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1,
+    max_tokens: int | None = typer.Option(None, "--max-tokens", min=1,
                                              help="Default most tokens per reply (default: the slot's context)."),
     ctx_size: int = typer.Option(8192, "--ctx-size", "-c", min=64, help="Context size of each slot, in tokens."),
     threads: Threads = None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,9 +17,9 @@ def worker(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on. Anything but loopback needs "
                                                          "--allow-remote."),
     port: int = typer.Option(50052, "--port", "-p", min=1, max=65535, help="TCP port."),
-    device: Optional[str] = typer.Option(None, "--device", "-d", help="llama.cpp device to serve, e.g. CPU or "
+    device: str | None = typer.Option(None, "--device", "-d", help="llama.cpp device to serve, e.g. CPU or "
                                          "CUDA0 (default: the GPU with the most free memory, else CPU)."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="Keep received weights in this folder: the next "
+    cache: Path | None = typer.Option(None, "--cache", help="Keep received weights in this folder: the next "
                                                                "load of the same model skips the network."),
     threads: Threads = None,
     allow_remote: bool = typer.Option(False, "--allow-remote", help="Listen on a non-loopback address. The "

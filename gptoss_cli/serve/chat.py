@@ -8,14 +8,26 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from gptoss_cli.engine.harmony import Message
 from gptoss_cli.engine.harmony_tools import call_message, result_message
-from gptoss_cli.serve.request import (ParsedRequest, ServeDefaults, apply_sampling, constraint, field, function_name,
-                                      json_schema, parse_call_id, parse_effort, text_of, tool_specs)
 from gptoss_cli.serve.api_error import APIError, invalid_request
 from gptoss_cli.serve.generation import FAILED, Generation, Outcome, now
+from gptoss_cli.serve.request import (
+    ParsedRequest,
+    ServeDefaults,
+    apply_sampling,
+    constraint,
+    field,
+    function_name,
+    json_schema,
+    parse_call_id,
+    parse_effort,
+    text_of,
+    tool_specs,
+)
 
 
 def parse(body: dict, defaults: ServeDefaults) -> ParsedRequest:
@@ -108,8 +120,8 @@ def _tool_calls(out: Outcome, call_id: str) -> list[dict] | None:
 
 def completion(plan: ParsedRequest, out: Outcome) -> dict[str, Any]:
     """The non-streamed response."""
-    message: dict[str, Any] = {"role": "assistant", "content": out.content if out.call is None else (out.content or None),
-                               "reasoning_content": out.reasoning or None}
+    content = out.content if out.call is None else (out.content or None)
+    message: dict[str, Any] = {"role": "assistant", "content": content, "reasoning_content": out.reasoning or None}
     calls = _tool_calls(out, "call_" + uuid.uuid4().hex[:24])
     if calls:
         message["tool_calls"] = calls

@@ -6,8 +6,8 @@ Every bad field is a 400 naming it (`param`).
 
 from __future__ import annotations
 
-import re
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 

@@ -8,9 +8,20 @@ from __future__ import annotations
 
 from gptoss_cli.engine.harmony import Message
 from gptoss_cli.engine.harmony_tools import call_message, result_message
-from gptoss_cli.serve.request import (ParsedRequest, ServeDefaults, apply_sampling, constraint, field, function_name,
-                                      json_schema, parse_call_id, parse_effort, text_of, tool_specs)
 from gptoss_cli.serve.api_error import invalid_request
+from gptoss_cli.serve.request import (
+    ParsedRequest,
+    ServeDefaults,
+    apply_sampling,
+    constraint,
+    field,
+    function_name,
+    json_schema,
+    parse_call_id,
+    parse_effort,
+    text_of,
+    tool_specs,
+)
 from gptoss_cli.serve.response_events import events, response
 
 __all__ = ["events", "parse", "response"]
@@ -74,7 +85,8 @@ def _items(plan: ParsedRequest, items: list) -> None:
             names[ids[0] or ids[1] or ""] = name
             plan.messages.append(call_message(name, args))
         elif kind == "function_call_output":
-            name = names.get(parse_call_id(item.get("call_id"), f"{where}.call_id"))
+            call_id = parse_call_id(item.get("call_id"), f"{where}.call_id")
+            name = names.get(call_id) if call_id is not None else None
             if name is None:
                 raise invalid_request(f"{where}.call_id", "does not match an earlier function_call item")
             output = item.get("output")
