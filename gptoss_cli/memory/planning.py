@@ -77,7 +77,7 @@ def run_plan(model: str | None, ctx: int, vram: str | None, ram: str | None, fla
         ui.info(f"shape: {source}; free: " + ", ".join(f"{d.name} {d.free / GiB:.1f} GiB" for d in devices))
         ui.table(plan_title(plan), ["where", "what", "size"], plan_rows(plan, shape), right=["size"])
         if plan.fits:
-            ui.out.print(command, markup=False, highlight=False)
+            ui.result(command + "\n")
     if not plan.fits:
         raise DoesNotFit(shape.name, plan.reason, advice(plan, flash_attn_used(flash_attn)))
 
@@ -130,7 +130,7 @@ def _run_plan_rpc(shape: ModelShape, source: str, model: str | None, ctx: int, v
                 + f", local RAM {ram_free / GiB:.1f} GiB")
         ui.table(multi_title(plan), ["where", "what", "size"], multi_rows(plan), right=["size"])
         if plan.fits:
-            ui.out.print(command, markup=False, highlight=False)
+            ui.result(command + "\n")
     if not plan.fits:
         raise DoesNotFit(shape.name, plan.reason, "Add a worker, or free memory on the device named")
 
