@@ -18,13 +18,13 @@ from rich.text import Text
 
 # C0 controls (but tab and newline), DEL and the C1 controls: shown as symbols, so no escape sequence
 # (CSI, OSC, DCS...) from a model, a tool, a file name or a transcript ever reaches the terminal as one.
-_CONTROL = re.compile(r"\r(?=\n)|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"\r\n|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def _shown(match: re.Match) -> str:
     ch = match.group()
-    if ch == "\r":
-        return ""  # a CRLF line end is a line end
+    if ch == "\r\n":
+        return "\n"  # a CRLF line end is a line end
     code = ord(ch)
     if code < 0x20:
         return chr(0x2400 + code)  # ␛ ␇ ␈ ␍ ...: Unicode's control pictures

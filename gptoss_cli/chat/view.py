@@ -17,6 +17,11 @@ STOP_NOTES = {"length": "stopped at the token limit (--max-tokens or the context
               "eos": "the model ended the text"}
 
 
+def answer_markdown(text: str) -> Markdown:
+    """The answer as Markdown, control characters made visible; a link shows its address, never hides it."""
+    return Markdown(ui.visible(text), hyperlinks=False)
+
+
 class ReplyView:
     """Streams one reply: thinking dimmed (or a counter), then the answer as live Markdown.
 
@@ -32,7 +37,7 @@ class ReplyView:
 
     def _frame(self) -> RenderableType:
         if self.final:
-            return Markdown(ui.visible("".join(self.final)))
+            return answer_markdown("".join(self.final))
         return Text(f"thinking… {self.thinking} tokens" if self.thinking else "…", style="dim")
 
     def on_delta(self, channel: str, text: str) -> None:
@@ -78,7 +83,7 @@ class ReplyView:
         if stats.analysis_tokens and not self.show_thinking:
             self.console.print(f"thought for {stats.analysis_tokens} tokens", style="dim", markup=False)
         if result.turn.final:
-            self.console.print(Markdown(ui.visible(result.turn.final)))
+            self.console.print(answer_markdown(result.turn.final))
         note = STOP_NOTES.get(stats.stop_reason)
         if note:
             self.console.print(f"[{note}]", style="dim", markup=False)
