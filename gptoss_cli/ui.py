@@ -6,13 +6,21 @@ import json
 import os
 import re
 import sys
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                           TransferSpeedColumn)
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -157,7 +165,8 @@ class _Transfer:
     """Overall + per-file byte bars for parallel downloads (methods match hub.Callbacks; thread-safe)."""
 
     def __init__(self, progress: Progress, overall: Any, done: dict[str, int]) -> None:
-        self.progress, self.overall, self.done, self.tasks = progress, overall, dict(done), {}
+        self.progress, self.overall, self.done = progress, overall, dict(done)
+        self.tasks: dict[str, TaskID] = {}
 
     def start(self, name: str, total: int, done: int) -> None:
         self.progress.update(self.overall, advance=done - self.done.get(name, 0))
