@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 pytest.importorskip("llama_cpp")
@@ -223,7 +222,8 @@ def tmux(tmp_path):
         env = {"XDG_STATE_HOME": os.environ["XDG_STATE_HOME"], "GPTOSS_HOME": os.environ["GPTOSS_HOME"],
                "HF_HOME": os.environ["HF_HOME"], "TIKTOKEN_ENCODINGS_BASE": os.environ["TIKTOKEN_ENCODINGS_BASE"],
                "PYTHONPATH": str(ROOT), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", **(env or {})}
-        command = " ".join(["cd", shlex.quote(str(ROOT)), "&&", "env", "-u", "COLUMNS", "-u", "LINES", *(shlex.quote(f"{k}={v}") for k, v in env.items()),
+        assigns = [shlex.quote(f"{k}={v}") for k, v in env.items()]
+        command = " ".join(["cd", shlex.quote(str(ROOT)), "&&", "env", "-u", "COLUMNS", "-u", "LINES", *assigns,
                             shlex.quote(sys.executable), "-m", "gptoss_cli", *map(shlex.quote, args), ";", "sleep 600"])
         made.append(Tmux(tmp_path, command, width, height))
         return made[-1]
