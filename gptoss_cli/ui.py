@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -20,6 +22,65 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
+
+# C0 controls (but tab and newline), DEL and the C1 controls: shown as symbols, so no escape sequence
+# (CSI, OSC, DCS...) from a model, a tool, a file name or a transcript ever reaches the terminal as one.
+_CONTROL = re.compile(r"\r\n|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _shown(match: re.Match) -> str:
+    ch = match.group()
+    if ch == "\r\n":
+        return "\n"  # a CRLF line end is a line end
+    code = ord(ch)
+    if code < 0x20:
+        return chr(0x2400 + code)  # ␛ ␇ ␈ ␍ ...: Unicode's control pictures
+    return "\u2421" if code == 0x7f else f"\\x{code:02x}"
+
+
+def visible(text: str) -> str:
+    """Text that is safe to write to a terminal: control characters made visible, tabs and newlines kept."""
+    return _CONTROL.sub(_shown, text)
+
+
+def result(text: str, stream=None) -> None:
+    """Write a command's result text to stdout: as is when piped, control characters made visible on a terminal."""
+    stream = stream or sys.stdout
+    stream.write(visible(text) if stream.isatty() else text)
+    stream.flush()
+
+
+class Writer:
+    """Streams model text to a stream: as is when piped, control characters made visible on a terminal
+    (a CR that ends one piece waits for the next, so a CRLF split between pieces is still a line end)."""
+
+    def __init__(self, stream) -> None:
+        self.stream, self.tty, self.held = stream, stream.isatty(), ""
+
+    def shown(self, text: str) -> str:
+        """One piece with control characters made visible (a trailing CR is held for the next piece)."""
+        text, self.held = self.held + text, ""
+        if text.endswith("\r"):
+            text, self.held = text[:-1], "\r"
+        return visible(text)
+
+    def write(self, text: str) -> None:
+        """Write one piece and flush."""
+        self.stream.write(self.shown(text) if self.tty else text)
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Write what is held back."""
+        if self.held:
+            self.stream.write(visible(self.held))
+            self.held = ""
+            self.stream.flush()
+
+
+def _label(text: str) -> str:
+    """A progress or spinner label (Rich reads those as markup): control characters and brackets made inert."""
+    return escape(visible(text))
 
 
 def _color_ok(stream) -> bool:
@@ -45,17 +106,17 @@ def refresh_consoles() -> None:
 
 def info(message: str) -> None:
     """A status line on stderr."""
-    err.print(message, markup=False)
+    err.print(visible(message), markup=False)
 
 
 def warn(message: str) -> None:
     """A warning line on stderr."""
-    err.print(f"warning: {message}", markup=False, style="yellow")
+    err.print(f"warning: {visible(message)}", markup=False, style="yellow")
 
 
 def error(message: str) -> None:
     """The one-line error of the conventions, on stderr."""
-    err.print(f"error: {message}", markup=False, style="bold red")
+    err.print(f"error: {visible(message)}", markup=False, style="bold red")
 
 
 def print_json(data: Any) -> None:
@@ -77,11 +138,11 @@ def table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable[Any
           right: Iterable[str] = (), to_stderr: bool = False) -> None:
     """Print a table of rows to stdout (or stderr); columns named in `right` are right-aligned."""
     right = set(right)
-    t = Table(title=title, title_justify="left")
+    t = Table(title=Text(visible(title)) if title else None, title_justify="left")
     for col in columns:
         t.add_column(col, justify="right" if col in right else "left", overflow="fold")
     for row in rows:
-        t.add_row(*[str(v) for v in row])
+        t.add_row(*[Text(visible(str(v))) for v in row])
     (err if to_stderr else out).print(t)
 
 
@@ -92,10 +153,10 @@ def byte_progress(description: str, total: int | None = None) -> Iterator[Any]:
                         TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=False,
                         disable=not err.is_terminal and not os.environ.get("GPTOSS_PROGRESS"))
     with progress:
-        task = progress.add_task(description, total=total)
+        task = progress.add_task(_label(description), total=total)
 
         def advance(n: int, total: int | None = None, label: str | None = None) -> None:
-            progress.update(task, advance=n, total=total, description=label or description)
+            progress.update(task, advance=n, total=total, description=_label(label or description))
 
         yield advance
 
@@ -113,7 +174,7 @@ class _Transfer:
         if name in self.tasks:
             self.progress.reset(self.tasks[name], total=total, completed=done)
         else:
-            self.tasks[name] = self.progress.add_task(f"  {name}", total=total, completed=done)
+            self.tasks[name] = self.progress.add_task(_label(f"  {name}"), total=total, completed=done)
 
     def advance(self, name: str, n: int) -> None:
         self.done[name] = self.done.get(name, 0) + n
@@ -125,10 +186,10 @@ class _Transfer:
         task = self.tasks.pop(name, None)
         if task is not None:
             self.progress.remove_task(task)
-        self.progress.console.print(f"  done {name} ({human_bytes(size)})", markup=False, highlight=False)
+        self.progress.console.print(f"  done {visible(name)} ({human_bytes(size)})", markup=False, highlight=False)
 
     def retry(self, name: str, why: str) -> None:
-        self.progress.console.print(f"warning: {name}: {why}", markup=False, style="yellow")
+        self.progress.console.print(f"warning: {visible(name)}: {visible(why)}", markup=False, style="yellow")
 
     def stopping(self) -> None:
         self.progress.console.print("interrupted: stopping the downloads; finished bytes are kept for the "
@@ -148,7 +209,7 @@ def transfer_progress(total: int, done: dict[str, int]) -> Iterator[_Transfer]:
 
 def confirm(question: str) -> bool:
     """Ask a yes/no question on stderr; default no."""
-    err.print(f"{question} [y/N] ", markup=False, end="")
+    err.print(f"{visible(question)} [y/N] ", markup=False, end="")
     try:
         return input().strip().lower() in ("y", "yes")
     except EOFError:
@@ -161,7 +222,7 @@ def status(message: str) -> Iterator[None]:
     if not err.is_terminal:
         yield
         return
-    with err.status(message):
+    with err.status(_label(message)):
         yield
 
 
@@ -180,7 +241,7 @@ def count_progress(description: str, total: int | None = None) -> Iterator[Any]:
                         TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
                         disable=not err.is_terminal and not os.environ.get("GPTOSS_PROGRESS"))
     with progress:
-        task = progress.add_task(description, total=total)
+        task = progress.add_task(_label(description), total=total)
 
         def advance(n: int, total: int | None = None) -> None:
             progress.update(task, advance=n, total=total)

@@ -110,24 +110,26 @@ def one_shot(session: Session, backend: TokenBackend, prompt: str, opts: ChatOpt
     turns = turns or TurnRunner(opts.tools)
     stream = not opts.json_out
     wrote: list[str] = []
+    # On a terminal the model's text is shown with control characters made visible; piped, it is byte-exact.
+    answer, thinking = ui.Writer(sys.stdout), ui.Writer(sys.stderr)
 
     def on_delta(channel: str, text: str) -> None:
         if channel == "final" and stream:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+            answer.write(text)
             wrote.append(text)
         elif channel == "analysis" and opts.show_thinking and stream:
-            sys.stderr.write(text)
-            sys.stderr.flush()
+            thinking.write(text)
 
     try:
         result = turns.run(session, backend, prompt, opts.sampling, on_delta=on_delta)
+        answer.close()
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, like other Unix tools
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
     if wrote and not wrote[-1].endswith("\n"):
         sys.stdout.write("\n")
         sys.stdout.flush()
+    thinking.close()
     if opts.show_thinking and stream and result.turn.analysis:
         sys.stderr.write("\n")
     stop = result.stats.stop_reason

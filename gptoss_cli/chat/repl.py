@@ -220,8 +220,9 @@ class Repl:
 
         if self._view is not None:
             self._view.pause()
-        self.console.print(f"tool call: {tool.name} (server {tool.server})", style="bold", markup=False)
-        self.console.print(json.dumps(arguments, indent=2, ensure_ascii=False), markup=False, highlight=False)
+        self.console.print(ui.visible(f"tool call: {tool.name} (server {tool.server})"), style="bold", markup=False)
+        self.console.print(ui.visible(json.dumps(arguments, indent=2, ensure_ascii=False)), markup=False,
+                           highlight=False)
         while True:
             answer = input(APPROVE).strip().lower()
             if answer[:1] in ("y", "n", "a"):
@@ -233,7 +234,7 @@ class Repl:
         return False
 
     def _note(self, text: str) -> None:
-        self.console.print(text, style="dim", markup=False)
+        self.console.print(ui.visible(text), style="dim", markup=False)
 
 
 def _one_path(arg: str) -> str:

@@ -10,6 +10,7 @@ real thinking text through the CLI. Not meant for users; only tests set the vari
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 ENV = "GPTOSS_TEST_REPLY"
@@ -18,14 +19,32 @@ ENV = "GPTOSS_TEST_REPLY"
 def with_script(backend):
     """The backend itself, or (GPTOSS_TEST_REPLY=FILE, tests only) a ScriptedBackend around it."""
     name = os.environ.get(ENV)
-    return ScriptedBackend(backend, Path(name).read_text(encoding="utf-8")) if name else backend
+    return ScriptedBackend(backend, Path(name).read_bytes()) if name else backend
+
+
+def script_tokens(real, script: bytes) -> list[int]:
+    """The script's bytes as tokens, exactly: CRs kept, and a byte that is not valid UTF-8 becomes the
+    one-byte token of that byte (as a model writing broken UTF-8 would)."""
+    text = script.decode("utf-8", errors="surrogateescape")
+    byte_token: dict[bytes, int] = {}
+    tokens: list[int] = []
+    for piece in re.split(r"([\udc80-\udcff])", text):
+        if not piece:
+            continue
+        if "\udc80" <= piece <= "\udcff" and len(piece) == 1:
+            if not byte_token:
+                byte_token = {b: t for t in range(512) if len(b := real.token_bytes(t)) == 1}
+            tokens.append(byte_token[piece.encode("utf-8", errors="surrogateescape")])
+        else:
+            tokens += real.tokenize(piece)
+    return tokens
 
 
 class ScriptedBackend:
     """A TokenBackend whose replies are a fixed token list, tokenized by the real model."""
 
-    def __init__(self, real, text: str) -> None:
-        self.real, self.tokens = real, real.tokenize(text)
+    def __init__(self, real, script: bytes) -> None:
+        self.real, self.tokens = real, script_tokens(real, script)
         self.n_ctx = real.n_ctx
 
     def __getattr__(self, name: str):

@@ -161,7 +161,7 @@ def run_rm(model: str, gguf_only: bool = False, yes: bool = False, as_json: bool
         ui.print_json(report)
     else:
         for p in found:
-            ui.out.print(str(p), markup=False, highlight=False, soft_wrap=True)
+            ui.result(f"{p}\n")
     return report
 
 

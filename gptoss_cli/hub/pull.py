@@ -42,7 +42,7 @@ def run_pull(model: str, revision: str | None = None, local_dir: Path | None = N
     if as_json:
         ui.print_json(report)
     elif not quantize:
-        ui.out.print(str(folder), markup=False, highlight=False, soft_wrap=True)
+        ui.result(f"{folder}\n")
     return report
 
 
@@ -133,7 +133,7 @@ def _quantize(folder: Path, model: str, as_json: bool) -> dict:
         ui.info(f"already quantized: {out} (run `gptoss quantize --force` to redo it)")
         paths.remember("gguf", out)
         if not as_json:
-            ui.out.print(str(out), markup=False, highlight=False, soft_wrap=True)
+            ui.result(f"{out}\n")
         return {"path": str(out), "skipped": True}
     from converters.convert import ConvertResult, convert_checkpoint
 

@@ -104,7 +104,7 @@ def run_plan(opts: PlanOptions) -> None:
         ui.info(f"shape: {source}; free: " + ", ".join(f"{d.name} {d.free / GiB:.1f} GiB" for d in devices))
         ui.table(plan_title(plan), ["where", "what", "size"], plan_rows(plan, shape), right=["size"])
         if plan.fits:
-            ui.out.print(command, markup=False, highlight=False)
+            ui.result(command + "\n")
     if not plan.fits:
         raise DoesNotFit(shape.name, plan.reason, advice(plan, flash_attn_used(flash_attn)))
 
@@ -156,7 +156,7 @@ def _run_plan_rpc(shape: ModelShape, source: str, rpc: str, opts: PlanOptions) -
                 + f", local RAM {ram_free / GiB:.1f} GiB")
         ui.table(multi_title(plan), ["where", "what", "size"], multi_rows(plan), right=["size"])
         if plan.fits:
-            ui.out.print(command, markup=False, highlight=False)
+            ui.result(command + "\n")
     if not plan.fits:
         raise DoesNotFit(shape.name, plan.reason, "Add a worker, or free memory on the device named")
 

@@ -52,7 +52,7 @@ def run_imatrix(model: str | None, text_file: str | None, from_file: Path | None
         ui.print_json(report)
     else:
         ui.info(f"{len(stats.sums)} tensors, {stats.chunk_count} chunks of {stats.chunk_size} tokens from {source}")
-        ui.out.print(str(out), markup=False, highlight=False, soft_wrap=True)
+        ui.result(f"{out}\n")
     return report
 
 

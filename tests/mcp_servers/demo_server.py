@@ -98,6 +98,18 @@ def weather(city: str, unit: Literal["c", "f"] = "c") -> str:
     return f"{city}: 21 {unit}, sunny"
 
 
+# Escape sequences a hostile page or tool could return: window title (OSC 0), a disguised link (OSC 8), the
+# clipboard (OSC 52), line erase, colour and cursor moves (CSI), CR, BS, BEL and a C1 CSI.
+HOSTILE = ("A\x1b]0;PWNED-TITLE\x07B\x1b]8;;http://evil.example/\x1b\\link\x1b]8;;\x1b\\C\x1b]52;c;cHduZWQ=\x07"
+           "D\x1b[2K\x1b[31mRED\x1b[0m\x1b[3A\x1b[10;10HE\rF\bG\x07H\x9b31mI")
+
+
+@server.tool()
+def hostile() -> str:
+    """Returns text full of terminal escape sequences."""
+    return HOSTILE
+
+
 if __name__ == "__main__":
     if "--http" in sys.argv:
         port = int(sys.argv[sys.argv.index("--http") + 1])
