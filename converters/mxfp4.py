@@ -43,11 +43,3 @@ def repack_hf_to_ggml(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
     out["e"] = scales.reshape(-1)
     out["qs"] = qs.reshape(-1, 16).view("V16")[:, 0]
     return out.view(np.uint8).reshape(scales.shape[:-1] + (scales.shape[-1] * GGML_BLOCK_BYTES,))
-
-
-def dequantize_hf(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """Reference dequantization of HF MXFP4: lookup(code) * 2**(scale - 127), float32 [..., nb * 32]."""
-    values = E2M1_VALUES[codes_from_hf(blocks)]
-    factors = np.ldexp(np.float32(1.0), scales.astype(np.int32) - SCALE_BIAS).astype(np.float32)
-    out = values * factors[..., None]
-    return out.reshape(scales.shape[:-1] + (scales.shape[-1] * BLOCK,))
