@@ -55,6 +55,10 @@ class Served:
         """GET /health."""
         return json.loads(self.request("GET", "/health")[1])
 
+    def generated(self) -> int:
+        """Tokens the server generated since it started (/health's tokens_generated)."""
+        return self.health()["tokens_generated"]
+
     def wait_idle(self, timeout: float = 10.0) -> dict:
         """/health once no slot is busy and nothing waits (or the last answer at the timeout)."""
         end = time.monotonic() + timeout
@@ -70,6 +74,11 @@ class Served:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         return 0
+
+
+def without_count(health: dict) -> dict:
+    """/health's slot and queue fields, without the running token count."""
+    return {k: v for k, v in health.items() if k != "tokens_generated"}
 
 
 def start(gguf: Path | None, *args: str, key: str | None = None, key_dir: Path | None = None,

@@ -60,6 +60,7 @@ class BatchEngine:
         self.queue_size = queue
         self._cv = threading.Condition()
         self._stopping = False
+        self.tokens_generated = 0   # every token committed to any job since the start (engine thread writes)
         self._thread = threading.Thread(target=self._run, name="gptoss-batch", daemon=True)
         self._thread.start()
 
@@ -94,10 +95,11 @@ class BatchEngine:
             self._cv.notify()
 
     def health(self) -> dict:
-        """Slot and queue counts."""
+        """Slot and queue counts, and the tokens generated since the start."""
         with self._cv:
             busy = sum(s.job is not None for s in self._slots)
-            return {"slots_busy": busy, "slots_free": len(self._slots) - busy, "queued": len(self._waiting)}
+            return {"slots_busy": busy, "slots_free": len(self._slots) - busy, "queued": len(self._waiting),
+                    "tokens_generated": self.tokens_generated}
 
     def stop(self) -> None:
         """Refuse new jobs and end every open one ("shutdown") at the next step; the model stays loaded."""
@@ -253,6 +255,7 @@ class BatchEngine:
             if ctl is not None:
                 slot.forced += ctl.commit(token)
             job.gen_tokens += 1
+            self.tokens_generated += 1
             if job.t_first is None:
                 job.t_first = time.perf_counter()
             try:
