@@ -11,7 +11,7 @@ from converters.errors import BadInputError, GptossError, RunFailure
 
 T = TypeVar("T")
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
 # Checked in order; the first matching type wins.
 ERROR_MAP: list[tuple[type[BaseException], int, Callable[[BaseException], str]]] = [
