@@ -7,8 +7,9 @@ import json
 import os
 import shutil
 
-from gptoss_cli import paths
 from serveutil import start, stop
+
+from gptoss_cli import paths
 
 
 def _models_folder_with_two(tiny_gguf):

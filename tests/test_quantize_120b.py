@@ -11,7 +11,7 @@ import struct
 
 from conftest import DATA
 
-H, I, E, HEADS, KV, HEAD_DIM, LAYERS, VOCAB, SHARDS = 2880, 2880, 128, 64, 8, 64, 36, 201088, 15
+H, FF, E, HEADS, KV, HEAD_DIM, LAYERS, VOCAB, SHARDS = 2880, 2880, 128, 64, 8, 64, 36, 201088, 15
 TENSOR_DATA_120B = 63_374_323_968   # test_plan.py: 36 * (1,696,481,280 + 29,731,328) + 615,329,280 + 615,340,800
 SIZE = {"BF16": 2, "U8": 1}
 
@@ -28,14 +28,15 @@ def _tensors() -> list[tuple[str, str, list[int]]]:
                 (p + "self_attn.k_proj.bias", "BF16", [KV * HEAD_DIM]),
                 (p + "self_attn.v_proj.weight", "BF16", [KV * HEAD_DIM, H]),
                 (p + "self_attn.v_proj.bias", "BF16", [KV * HEAD_DIM]),
-                (p + "self_attn.o_proj.weight", "BF16", [H, HEADS * HEAD_DIM]), (p + "self_attn.o_proj.bias", "BF16", [H]),
+                (p + "self_attn.o_proj.weight", "BF16", [H, HEADS * HEAD_DIM]),
+                (p + "self_attn.o_proj.bias", "BF16", [H]),
                 (p + "self_attn.sinks", "BF16", [HEADS]),
                 (p + "mlp.router.weight", "BF16", [E, H]), (p + "mlp.router.bias", "BF16", [E]),
-                (p + "mlp.experts.gate_up_proj_blocks", "U8", [E, 2 * I, H // 32, 16]),
-                (p + "mlp.experts.gate_up_proj_scales", "U8", [E, 2 * I, H // 32]),
-                (p + "mlp.experts.gate_up_proj_bias", "BF16", [E, 2 * I]),
-                (p + "mlp.experts.down_proj_blocks", "U8", [E, H, I // 32, 16]),
-                (p + "mlp.experts.down_proj_scales", "U8", [E, H, I // 32]),
+                (p + "mlp.experts.gate_up_proj_blocks", "U8", [E, 2 * FF, H // 32, 16]),
+                (p + "mlp.experts.gate_up_proj_scales", "U8", [E, 2 * FF, H // 32]),
+                (p + "mlp.experts.gate_up_proj_bias", "BF16", [E, 2 * FF]),
+                (p + "mlp.experts.down_proj_blocks", "U8", [E, H, FF // 32, 16]),
+                (p + "mlp.experts.down_proj_scales", "U8", [E, H, FF // 32]),
                 (p + "mlp.experts.down_proj_bias", "BF16", [E, H])]
     return out + [("model.norm.weight", "BF16", [H]), ("lm_head.weight", "BF16", [VOCAB, H])]
 
@@ -82,4 +83,5 @@ def test_120b_shaped_dry_run_announces_the_known_size(tiny_checkpoint, tmp_path,
     assert plan["bytes"] == plan["header_bytes"] + TENSOR_DATA_120B
     assert 0 < plan["header_bytes"] < 16 << 20     # key/values (the vocabulary) and tensor infos
     experts = [c for c in plan["classes"] if c["type"] == "MXFP4"]
-    assert sum(c["bytes"] for c in experts) == LAYERS * 1_692_057_600 and sum(c["tensors"] for c in experts) == 3 * LAYERS  # gate, up, down
+    assert sum(c["bytes"] for c in experts) == LAYERS * 1_692_057_600
+    assert sum(c["tensors"] for c in experts) == 3 * LAYERS   # gate, up, down

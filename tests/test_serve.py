@@ -11,7 +11,6 @@ import time
 
 import jsonschema
 import pytest
-
 from serveutil import start, stop, without_count
 
 openai = pytest.importorskip("openai")
@@ -193,7 +192,8 @@ def test_fit_plans_the_cache_of_every_slot_then_serves(tiny_gguf, cli):
     goes (what `gptoss plan` says for that context on this machine, GPU or not) and serves; a manual placement
     next to it is refused."""
     plan = json.loads(cli("plan", str(tiny_gguf), "--ctx", "1536", "--json").stdout)
-    placed = f"--fit: --n-cpu-moe {plan['n_cpu_moe']}" if plan["gpu"] else "--fit: no usable GPU memory, running on the CPU"
+    placed = (f"--fit: --n-cpu-moe {plan['n_cpu_moe']}" if plan["gpu"]
+              else "--fit: no usable GPU memory, running on the CPU")
     served = start(tiny_gguf, "--fit", "--parallel", "3", "--ctx-size", "512")
     try:
         body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}).encode()

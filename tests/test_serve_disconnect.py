@@ -12,7 +12,6 @@ import json
 import time
 
 import pytest
-
 from serveutil import start, stop
 
 MAX_TOKENS = 4000

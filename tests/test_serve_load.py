@@ -9,7 +9,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from serveutil import start, stop, without_count
 
 openai = pytest.importorskip("openai")
@@ -74,7 +73,8 @@ def test_eight_clients_sixty_requests_no_slot_leaked_memory_flat(served):
     rss_warm, before = served.rss_kib(), served.generated()
     with ThreadPoolExecutor(8) as pool:
         done = list(pool.map(lambda i: _one(served, client, i), range(60)))
-    assert without_count(served.wait_idle(timeout=30)) == {"status": "ok", "slots_busy": 0, "slots_free": 4, "queued": 0}
+    idle = without_count(served.wait_idle(timeout=30))
+    assert idle == {"status": "ok", "slots_busy": 0, "slots_free": 4, "queued": 0}
     # The 12 hung-up streams were allowed 12 * CANCELLED_MAX tokens; ended at the hang-up they used a few each.
     cancelled = served.generated() - before - sum(n for _, n in done)
     assert 12 <= cancelled < 12 * CANCELLED_MAX // 10, f"the hung-up streams generated {cancelled} tokens"
