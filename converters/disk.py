@@ -1,19 +1,18 @@
-"""Free disk space, with the one testing hook the suite uses to simulate a full disk."""
+"""Free disk space, with the test seam the suite uses to simulate a full disk (converters/seams.py)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
-# Tests set this to simulate a small disk; it is read here and nowhere else.
-FAKE_FREE_ENV = "GPTOSS_FAKE_FREE_BYTES"
+from converters import seams
 
 
 def free_bytes(path: Path) -> int:
-    """Free bytes on the disk holding path (or its nearest existing parent); $GPTOSS_FAKE_FREE_BYTES overrides."""
-    if os.environ.get(FAKE_FREE_ENV):
-        return int(os.environ[FAKE_FREE_ENV])
+    """Free bytes on the disk holding path (or its nearest existing parent); in a test run, $GPTOSS_FAKE_FREE_BYTES."""
+    fake = seams.value(seams.FAKE_FREE_BYTES)
+    if fake is not None:
+        return int(fake)
     path = Path(path).absolute()
     while not path.exists() and path != path.parent:
         path = path.parent

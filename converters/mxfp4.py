@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-BLOCK = 32                 # elements sharing one scale
-SCALE_BIAS = 127           # E8M0 scale: value = fp4 * 2**(scale - 127)
 GGML_BLOCK_BYTES = 17      # block_mxfp4 = { uint8 e; uint8 qs[16]; }
-# e2m1 code -> value; bit 3 is the sign.
-E2M1_VALUES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
-                        -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0], dtype=np.float32)
 
 # Nibble order differs:
 #   Hugging Face: byte j of a block holds element 2j in its low nibble and element 2j+1 in its high nibble.
@@ -17,14 +12,6 @@ E2M1_VALUES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
 # The scale byte is the same E8M0 value in both (GGML stores doubled fp4 values and halves the scale).
 _LOW_NIBBLES = np.uint64(0x0F0F0F0F0F0F0F0F)
 _GGML_BLOCK = np.dtype([("e", np.uint8), ("qs", "V16")])   # packed: itemsize 17
-
-
-def codes_from_hf(blocks: np.ndarray) -> np.ndarray:
-    """Unpack HF MXFP4 bytes [..., 16] into e2m1 codes [..., 32] in element order."""
-    codes = np.empty(blocks.shape[:-1] + (BLOCK,), dtype=np.uint8)
-    codes[..., 0::2] = blocks & 0x0F
-    codes[..., 1::2] = blocks >> 4
-    return codes
 
 
 def repack_hf_to_ggml(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
@@ -43,11 +30,3 @@ def repack_hf_to_ggml(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
     out["e"] = scales.reshape(-1)
     out["qs"] = qs.reshape(-1, 16).view("V16")[:, 0]
     return out.view(np.uint8).reshape(scales.shape[:-1] + (scales.shape[-1] * GGML_BLOCK_BYTES,))
-
-
-def dequantize_hf(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """Reference dequantization of HF MXFP4: lookup(code) * 2**(scale - 127), float32 [..., nb * 32]."""
-    values = E2M1_VALUES[codes_from_hf(blocks)]
-    factors = np.ldexp(np.float32(1.0), scales.astype(np.int32) - SCALE_BIAS).astype(np.float32)
-    out = values * factors[..., None]
-    return out.reshape(scales.shape[:-1] + (scales.shape[-1] * BLOCK,))

@@ -13,8 +13,6 @@ import numpy as np
 BLOCK = 32
 SCALE_BIAS = 127
 E2M1_EMAX = 2
-# Magnitudes of the e2m1 codes 0..7; bit 3 of a code is the sign.
-E2M1_VALUES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0], dtype=np.float32)
 # Midpoints between consecutive magnitudes and whether a tie there rounds up (to the even code).
 _MIDPOINTS = ((0.25, False), (0.75, True), (1.25, False), (1.75, True), (2.5, False), (3.5, True), (5.0, False))
 
@@ -28,11 +26,6 @@ def float32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
     if nan.any():
         out[nan] = ((bits[nan] >> np.uint32(16)) | np.uint32(0x0040)).astype(np.uint16)
     return out
-
-
-def bf16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
-    """float32 values of bf16 bit patterns (exact)."""
-    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 
 def _e2m1_codes(scaled: np.ndarray) -> np.ndarray:
@@ -64,15 +57,3 @@ def quantize_mxfp4(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     blocks = packed.reshape(*lead, x.shape[-1] // BLOCK, BLOCK // 2)
     scales = (exponent + SCALE_BIAS).astype(np.uint8).reshape(*lead, x.shape[-1] // BLOCK)
     return blocks, scales
-
-
-def dequantize_mxfp4(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """float32 values of MXFP4 blocks [..., G, 16] and scales [..., G], flattened to [..., G*32]."""
-    blocks = np.asarray(blocks, dtype=np.uint8)
-    lut = np.concatenate([E2M1_VALUES, -E2M1_VALUES])
-    vals = np.empty(blocks.shape[:-1] + (BLOCK,), dtype=np.float32)
-    vals[..., 0::2] = lut[blocks & 0x0F]
-    vals[..., 1::2] = lut[blocks >> 4]
-    exponent = np.asarray(scales, dtype=np.int32) - SCALE_BIAS
-    vals = np.ldexp(vals, exponent[..., None]).astype(np.float32)
-    return vals.reshape(*blocks.shape[:-2], blocks.shape[-2] * BLOCK)

@@ -103,7 +103,6 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("experts-q2", "experts Q2_K (down Q3_K) with an imatrix, first/last layers a step up; attention Q8_0",
            FT.MOSTLY_Q2_K, {**_experts(T.Q2_K, T.Q3_K), **_Q8}, edge=EXPERT_CLASSES, needs_imatrix=True),
 )}
-DEFAULT_RECIPE = "mxfp4"
 
 
 def get_recipe(name: str) -> Recipe:

@@ -13,8 +13,6 @@ EXPERT_GATE_UP, EXPERT_DOWN = "expert_gate_up", "expert_down"
 ATTN_Q, ATTN_K, ATTN_V, ATTN_O = "attn_q", "attn_k", "attn_v", "attn_o"
 ROUTER, EMBED, OUTPUT = "router", "embed", "output"
 NORM, SINK, BIAS = "norm", "sink", "bias"
-CLASSES = (EXPERT_GATE_UP, EXPERT_DOWN, ATTN_Q, ATTN_K, ATTN_V, ATTN_O, ROUTER, EMBED, OUTPUT,
-           NORM, SINK, BIAS)
 EXPERT_CLASSES = (EXPERT_GATE_UP, EXPERT_DOWN)
 
 FLOAT, MXFP4 = "float", "mxfp4"     # how an output tensor is produced from its source

@@ -51,8 +51,14 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def main() -> None:
-    """Console-script entry point; a crash inside llama.cpp still prints where it happened (faulthandler)."""
+    """Console-script entry point; a crash inside llama.cpp still prints where it happened (faulthandler).
+    Test seams that act (converters/seams.py) are named on stderr first."""
     import faulthandler
 
+    from converters import seams
+    from gptoss_cli import ui
+
     faulthandler.enable()
+    if seams.active():
+        ui.warn(f"test seams active ({seams.RUN}=1): {', '.join(seams.active())}")
     app(prog_name="gptoss")  # also under `python -m gptoss_cli`: usage lines and completion say gptoss

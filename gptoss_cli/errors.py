@@ -12,7 +12,7 @@ from converters.errors import BadInputError, GptossError, RunFailure
 
 T = TypeVar("T")
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
 # Checked in order; the first matching type wins. A renderer gets an instance of its entry's type (Any: a list
 # type cannot tie each renderer's parameter to its own entry).

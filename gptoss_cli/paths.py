@@ -132,14 +132,23 @@ def resolve_snapshot(arg: str | None) -> Path:
     return found
 
 
+def default_gguf() -> tuple[Path, str]:
+    """The GGUF to use when none is named, and why: the last one written, else the newest in the models folder."""
+    last = recall("gguf")
+    if last and Path(last).is_file():
+        return Path(last), "the last GGUF written"
+    found = sorted((p for p in models_dir().glob("*.gguf") if p.is_file() and not p.name.endswith(".imatrix.gguf")),
+                   key=lambda p: p.stat().st_mtime)  # an importance matrix is a GGUF too, but no model
+    if found:
+        return found[-1], f"the newest GGUF in {models_dir()}"
+    raise ModelNotFound(None, f"no model given and no GGUF in {models_dir()}",
+                        "Pass a .gguf path, or run `gptoss quantize` first")
+
+
 def resolve_gguf(arg: str | None) -> Path:
-    """A GGUF file from a path, a model name (its newest <stem>-<recipe>.gguf), or (None) the last one written."""
+    """A GGUF file from a path, a model name (its newest <stem>-<recipe>.gguf), or (None) default_gguf()'s."""
     if arg is None:
-        last = recall("gguf")
-        if last and Path(last).is_file():
-            return Path(last)
-        raise ModelNotFound(None, "no model given and no GGUF written yet",
-                            "Pass a .gguf path, or run `gptoss quantize` first")
+        return default_gguf()[0]
     path = Path(arg).expanduser()
     if path.is_file():
         return path

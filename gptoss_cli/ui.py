@@ -98,12 +98,6 @@ out = _console(sys.stdout)
 err = _console(sys.stderr)
 
 
-def refresh_consoles() -> None:
-    """Re-bind the consoles to the current sys.stdout/sys.stderr (tests swap them)."""
-    global out, err
-    out, err = _console(sys.stdout), _console(sys.stderr)
-
-
 def info(message: str) -> None:
     """A status line on stderr."""
     err.print(visible(message), markup=False)

@@ -15,6 +15,9 @@ DATA = TESTS / "data"
 ROOT = TESTS.parent
 # openai-harmony and tiktoken load o200k_base from here instead of the network.
 os.environ["TIKTOKEN_ENCODINGS_BASE"] = str(DATA)
+# The test seams (converters/seams.py) act only in a test run: this process and every subprocess it starts.
+os.environ["GPTOSS_TEST_RUN"] = "1"
+SEAM_NOTE = "warning: test seams active"
 # Tests press Ctrl-C in child processes. A shell starts background jobs (`make test &`, nohup) with SIGINT
 # ignored, and children inherit that, so they would never see it; give them the default handler back.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
@@ -33,6 +36,8 @@ def isolated_home(tmp_path_factory, monkeypatch) -> Path:
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.delenv("FORCE_COLOR", raising=False)
     monkeypatch.delenv("GPTOSS_DEBUG", raising=False)
+    for seam in ("GPTOSS_TEST_REPLY", "GPTOSS_TEST_HOLD", "GPTOSS_FAKE_FREE_BYTES"):
+        monkeypatch.delenv(seam, raising=False)  # a test sets the ones it uses
     return home
 
 
@@ -59,6 +64,11 @@ def run_cli(*args: str, env: dict | None = None, input: str | None = None,
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "gptoss_cli", *args], cwd=ROOT, env=full_env,
                           input=input, capture_output=True, text=True, timeout=timeout)
+
+
+def user_stderr(text: str) -> str:
+    """stderr as a user sees it: without the line naming the test seams that act (printed only in tests)."""
+    return "".join(ln for ln in text.splitlines(keepends=True) if not ln.startswith(SEAM_NOTE))
 
 
 @pytest.fixture

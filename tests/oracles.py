@@ -58,11 +58,35 @@ def reference_logits(folder: Path, tokens: list[int]) -> np.ndarray:
 
 
 def llama_cpp_logits(gguf: Path, tokens: list[int]) -> np.ndarray:
-    """Logits [len(tokens), vocab] of llama.cpp on a GGUF, on the CPU, loaded as gptoss loads every model."""
-    from gptoss_cli.engine.scorer import Scorer
+    """Logits [len(tokens), vocab] of llama.cpp on a GGUF, on the CPU: llama-cpp-python's C API in a plain
+    loop (default model and context parameters, one batch with logits at every position), none of gptoss's
+    loader. Extra CPU buffer types are off: llama.cpp's AMX path crashes on these GGUFs (llama.cpp#20824), and
+    llama-cpp-python's Llama class cannot turn them off."""
+    import ctypes
 
-    with Scorer(gguf, max(256, len(tokens) + 8), gpu_layers=0) as llm:
-        return llm.run(tokens).astype(np.float64)
+    import llama_cpp as lc
+
+    mparams = lc.llama_model_default_params()
+    mparams.n_gpu_layers, mparams.use_extra_bufts = 0, False
+    model = lc.llama_model_load_from_file(str(gguf).encode(), mparams)
+    assert model, f"llama.cpp could not load {gguf}"
+    cparams = lc.llama_context_default_params()
+    cparams.n_ctx = cparams.n_batch = max(256, len(tokens))
+    ctx = lc.llama_init_from_model(model, cparams)
+    batch = lc.llama_batch_init(len(tokens), 0, 1)
+    try:
+        for i, token in enumerate(tokens):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, i, 1, True
+            batch.seq_id[i][0] = 0
+        batch.n_tokens = len(tokens)
+        assert lc.llama_decode(ctx, batch) == 0
+        n_vocab = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(model))
+        logits = ctypes.cast(lc.llama_get_logits(ctx), ctypes.POINTER(ctypes.c_float))
+        return np.ctypeslib.as_array(logits, shape=(len(tokens), n_vocab)).astype(np.float64)
+    finally:
+        lc.llama_batch_free(batch)
+        lc.llama_free(ctx)
+        lc.llama_model_free(model)
 
 
 def kl_and_top1(ref: np.ndarray, test: np.ndarray) -> tuple[float, float]:

@@ -54,6 +54,10 @@ class Served:
         """GET /health."""
         return json.loads(self.request("GET", "/health")[1])
 
+    def generated(self) -> int:
+        """Tokens the server generated since it started (/health's tokens_generated)."""
+        return self.health()["tokens_generated"]
+
     def wait_idle(self, timeout: float = 10.0) -> dict:
         """/health once no slot is busy and nothing waits (or the last answer at the timeout)."""
         end = time.monotonic() + timeout
@@ -71,13 +75,18 @@ class Served:
         return 0
 
 
-def start(gguf: Path, *args: str, key: str | None = None, key_dir: Path | None = None,
+def without_count(health: dict) -> dict:
+    """/health's slot and queue fields, without the running token count."""
+    return {k: v for k, v in health.items() if k != "tokens_generated"}
+
+
+def start(gguf: Path | None, *args: str, key: str | None = None, key_dir: Path | None = None,
           timeout: float = 240, env: dict | None = None) -> Served:
-    """Start `gptoss serve GGUF --port 0 ARGS`, wait for the URL it prints."""
+    """Start `gptoss serve GGUF --port 0 ARGS` (no GGUF argument for None), wait for the URL it prints."""
     # One thread: the suite runs on two xdist workers on small machines, and llama.cpp's spinning thread
     # barrier collapses (30x slower here) when its threads outnumber the free cores.
-    cmd = [sys.executable, "-m", "gptoss_cli", "serve", str(gguf), "--port", "0", "--gpu-layers", "0",
-           "--threads", "1", *args]
+    cmd = [sys.executable, "-m", "gptoss_cli", "serve", *([str(gguf)] if gguf else []), "--port", "0",
+           "--gpu-layers", "0", "--threads", "1", *args]
     if key is not None:
         key_file = key_dir / "key"
         key_file.write_text(key + "\n")

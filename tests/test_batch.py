@@ -52,17 +52,20 @@ def engine(tiny_gguf):
 
 def test_batched_greedy_equals_one_request_alone(engine, tiny_gguf):
     runs = [Run(_prompt(engine.tokenize, i), 24) for i in range(5)]   # 3 slots, 2 wait; prompts up to ~60 tokens
+    before = engine.health()["tokens_generated"]
     for r in runs:
         engine.submit(r.job)
     for r in runs:
         assert r.done.wait(120)
+    generated = engine.health()["tokens_generated"] - before
+    assert generated == sum(len(r.tokens) for r in runs)
     with Backend(tiny_gguf, BackendOptions(**OPTS)) as alone:
         for r in runs:
             ref = list(alone.generate(r.job.prompt, temperature=0.0, top_p=1.0, max_tokens=24,
                                       stop=set(harmony.STOP_IDS)))
             assert r.tokens == ref
             assert r.reason == ("stop" if ref[-1] in harmony.STOP_IDS else "length")
-    assert engine.health() == {"slots_busy": 0, "slots_free": 3, "queued": 0}
+    assert engine.health() == {"slots_busy": 0, "slots_free": 3, "queued": 0, "tokens_generated": before + generated}
 
 
 def test_a_slot_reuses_its_prefix_and_a_consumer_can_end_a_job(engine):
@@ -86,7 +89,9 @@ def test_cancel_full_queue_and_context(engine):
         engine.cancel(r.job)
     for r in runs:
         assert r.done.wait(60) and r.reason == "cancelled"
-    assert engine.health() == {"slots_busy": 0, "slots_free": 3, "queued": 0}
+    health = engine.health()
+    assert {k: health[k] for k in ("slots_busy", "slots_free", "queued")} == {"slots_busy": 0, "slots_free": 3,
+                                                                              "queued": 0}
     with pytest.raises(ContextFull):
         engine.submit(Run(list(range(1000, 1000 + engine.n_ctx_seq)), 4).job)
 

@@ -16,7 +16,7 @@ import re
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, user_stderr
 
 pytest.importorskip("llama_cpp")
 
@@ -70,7 +70,7 @@ def test_thinking_without_a_final_answer_is_an_error(cli, tiny_gguf, script, arg
     r = _chat(cli, tiny_gguf, *args, env=script(ONLY_THINKING))
     assert r.returncode == 1
     assert r.stdout == ""  # the thinking never reaches stdout, not even as a fallback answer
-    lines = r.stderr.strip().splitlines()
+    lines = user_stderr(r.stderr).strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: no answer") and f"({why})" in lines[0], r.stderr
     assert "--max-tokens" in lines[0] and THINKING not in r.stderr
 

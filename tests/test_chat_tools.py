@@ -196,3 +196,41 @@ def test_ctrl_c_during_a_call_cancels_it_and_keeps_the_session(tiny_gguf, tmp_pa
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
+
+
+def test_allow_tool_runs_that_tool_only(cli, tiny_gguf, tmp_path):
+    log = tmp_path / "calls.log"
+    r = _chat(cli, tiny_gguf, "-p", "Add two numbers.", "--tool-choice", "add", "--allow-tool", "add",
+              "--schema", json.dumps(SCHEMA), "--mcp-env", f"CALL_LOG={log}")
+    assert r.returncode == 0, r.stderr
+    call = json.loads(r.stdout)["tool_calls"][0]
+    assert call["approved"] is True and call["result"] == str(call["arguments"]["a"] + call["arguments"]["b"])
+    assert log.read_text() == "add\n"
+    r = _chat(cli, tiny_gguf, "-p", "Add two numbers.", "--tool-choice", "add", "--allow-tool", "echo_env",
+              "--schema", json.dumps(SCHEMA), "--mcp-env", f"CALL_LOG={log}")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["tool_calls"][0]["approved"] is False and log.read_text() == "add\n"
+
+
+def test_allow_tool_names_a_tool_renamed_after_a_clash(cli, tiny_gguf, tmp_path):
+    """Two servers with a tool `add`: the second one's is renamed (said on stderr), and --allow-tool takes
+    the new name; the old name allows the first server's tool only."""
+    log = tmp_path / "calls.log"
+    common = ("-p", "Add two numbers.", "--mcp", DEMO, "--schema", json.dumps(SCHEMA), "--mcp-env", f"CALL_LOG={log}")
+    first = _chat(cli, tiny_gguf, *common, "--tool-choice", "add", "--allow-tool", "add")
+    assert first.returncode == 0, first.stderr
+    renamed = re.search(r"demo_server-2's is called '(\w+)'", _plain(first.stderr))
+    assert renamed, first.stderr
+    new_name = renamed.group(1)
+    call = json.loads(first.stdout)["tool_calls"][0]
+    assert (call["server"], call["approved"]) == ("demo_server", True)
+    old_only = _chat(cli, tiny_gguf, *common, "--tool-choice", new_name, "--allow-tool", "add")
+    assert old_only.returncode == 0, old_only.stderr
+    call = json.loads(old_only.stdout)["tool_calls"][0]
+    assert (call["server"], call["name"], call["approved"]) == ("demo_server-2", new_name, False)
+    allowed = _chat(cli, tiny_gguf, *common, "--tool-choice", new_name, "--allow-tool", new_name)
+    assert allowed.returncode == 0, allowed.stderr
+    call = json.loads(allowed.stdout)["tool_calls"][0]
+    assert (call["server"], call["approved"]) == ("demo_server-2", True)
+    assert call["result"] == str(call["arguments"]["a"] + call["arguments"]["b"])
+    assert log.read_text() == "add\nadd\n"   # the first run's call and this one; none for the declined call

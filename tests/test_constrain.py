@@ -156,10 +156,10 @@ def test_required_call_on_random_weights_names_one_of_the_tools(backend):
 def test_grammar_strings_refuse_raw_control_characters(backend):
     """JSON forbids a raw newline or tab inside a string; llama-cpp-python's converter allowed them (6 in 60
     sampled answers on the fixture were invalid JSON before the fix)."""
-    from gptoss_cli.engine.constrain import GrammarSampler, sampler_chain
+    from gptoss_cli.engine.constrain import GrammarSampler
+    from gptoss_cli.engine.sampling import Sampler
 
-    vocab = backend._vocab
-    g = GrammarSampler(vocab, grammar_for(PERSON), sampler_chain(vocab, temperature=0, top_p=1, seed=0))
+    g = GrammarSampler(backend.vocab, grammar_for(PERSON), Sampler(backend.n_vocab, temperature=0, top_p=1, seed=0))
     try:
         for token in backend.tokenize('{"adult":true,"city":"Oslo","name":"'):   # keys in sorted order
             assert g.allows(token)

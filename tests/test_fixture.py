@@ -15,16 +15,31 @@ import pytest
 from converters import hf_tokenizer
 from converters.errors import OutputError
 from converters.fixture import PRESETS, FixtureShape, make_config, write_checkpoint
-from converters.mxfp4_ref import (
-    E2M1_VALUES,
-    bf16_bits_to_float32,
-    dequantize_mxfp4,
-    float32_to_bf16_bits,
-    quantize_mxfp4,
-)
+from converters.mxfp4_ref import BLOCK, SCALE_BIAS, float32_to_bf16_bits, quantize_mxfp4
 
 DATA = Path(__file__).resolve().parent / "data"
 ROOT = DATA.parent.parent
+
+# Magnitudes of the e2m1 codes 0..7; bit 3 of a code is the sign.
+E2M1_VALUES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0], dtype=np.float32)
+
+
+def bf16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
+    """float32 values of bf16 bit patterns (exact)."""
+    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+def dequantize_mxfp4(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """float32 values of MXFP4 blocks [..., G, 16] and scales [..., G], flattened to [..., G*32]."""
+    blocks = np.asarray(blocks, dtype=np.uint8)
+    lut = np.concatenate([E2M1_VALUES, -E2M1_VALUES])
+    vals = np.empty(blocks.shape[:-1] + (BLOCK,), dtype=np.float32)
+    vals[..., 0::2] = lut[blocks & 0x0F]
+    vals[..., 1::2] = lut[blocks >> 4]
+    exponent = np.asarray(scales, dtype=np.int32) - SCALE_BIAS
+    vals = np.ldexp(vals, exponent[..., None]).astype(np.float32)
+    return vals.reshape(*blocks.shape[:-2], blocks.shape[-2] * BLOCK)
+
 
 TEXTS = [
     "Hello, world! The quick brown fox jumps over the lazy dog.",

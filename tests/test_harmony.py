@@ -162,28 +162,34 @@ def test_parser_splits_multibyte_characters_across_tokens(tok):
     assert [d for d in out if d] == [("final", "🙂")]
 
 
+# name: (stream, the text a reader is shown: every delta joined; None where no text is owed)
 MALFORMED = {
-    "missing_header": "Hello world, no header at all.",
-    "missing_header_then_return": "Plain answer<|return|>",
-    "garbage_after_end": "<|channel|>analysis<|message|>hmm<|end|>garbage text here",
-    "garbage_specials": "<|message|><|channel|><|constrain|><|end|><|start|><|message|>x<|reserved_200100|>y",
-    "truncated_header": "<|channel|>fin",
-    "truncated_content": "<|channel|>analysis<|message|>thinking about it",
-    "empty_channel": "<|channel|><|message|>answer<|end|>",
-    "start_inside_content": "<|channel|>final<|message|>a<|start|>b<|return|>",
-    "newline_in_header": "<|channel|>final\nThe answer is 4.",
-    "unknown_channel": "<|channel|>bogus<|message|>text<|return|>",
-    "channel_skipped_start": "<|channel|>analysis<|message|>x<|end|><|channel|>final<|message|>y<|return|>",
-    "only_controls": "<|end|><|end|><|start|><|start|><|return|>",
+    "missing_header": ("Hello world, no header at all.", "Hello world, no header at all."),
+    "missing_header_then_return": ("Plain answer<|return|>", "Plain answer"),
+    "garbage_after_end": ("<|channel|>analysis<|message|>hmm<|end|>garbage text here", "hmmgarbage text here"),
+    "garbage_specials": ("<|message|><|channel|><|constrain|><|end|><|start|><|message|>x<|reserved_200100|>y",
+                         None),
+    "truncated_header": ("<|channel|>fin", "fin"),
+    "truncated_content": ("<|channel|>analysis<|message|>thinking about it", "thinking about it"),
+    "empty_channel": ("<|channel|><|message|>answer<|end|>", "answer"),
+    "start_inside_content": ("<|channel|>final<|message|>a<|start|>b<|return|>", "ab"),
+    "newline_in_header": ("<|channel|>final\nThe answer is 4.", "final\nThe answer is 4."),
+    "unknown_channel": ("<|channel|>bogus<|message|>text<|return|>", "text"),
+    "channel_skipped_start": ("<|channel|>analysis<|message|>x<|end|><|channel|>final<|message|>y<|return|>", "xy"),
+    "only_controls": ("<|end|><|end|><|start|><|start|><|return|>", ""),
 }
 
 
 @pytest.mark.parametrize("name", sorted(MALFORMED))
 def test_parser_survives_malformed_streams(tok, name):
-    tokens = tok.encode(MALFORMED[name], allowed_special="all")
-    parser, deltas = _run(tok, tokens)
-    shown = "".join(d[1] for d in deltas) + "".join(m.content for m in parser.messages)
-    assert not any(c in shown for c in CONTROL_TEXT)
+    """No control token text reaches the reader, and the text the model wrote does (a parser that dropped
+    everything would pass the first check alone)."""
+    stream, want = MALFORMED[name]
+    parser, deltas = _run(tok, tok.encode(stream, allowed_special="all"))
+    shown = "".join(d[1] for d in deltas)
+    assert not any(c in shown + "".join(m.content for m in parser.messages) for c in CONTROL_TEXT)
+    if want is not None:
+        assert shown == want and "".join(m.content for m in parser.messages) == want
     for m in parser.messages:
         assert m.channel in harmony.CHANNELS
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import DATA
 
 from converters.errors import BadInputError
-from gptoss_cli.engine.gguf_header import read_architecture, read_header
+from gptoss_cli.engine.gguf_header import read_header, read_metadata
 from gptoss_cli.memory.devices import parse_meminfo, parse_nvidia_smi, parse_size
 from gptoss_cli.memory.placement import GiB, compute_buffer_bytes, kv_cache_bytes, plan_memory
 from gptoss_cli.memory.shapes import KNOWN_CONFIGS, shape_from_config, shape_from_config_file, shape_from_gguf
@@ -137,12 +137,12 @@ def test_gguf_header_agrees_with_gguf_py_and_the_config_estimate(tiny_gguf, tiny
     assert (shape.n_kv_heads, shape.head_dim, shape.sliding_window) == (2, 64, 8)
 
 
-def test_read_architecture(tiny_gguf, tmp_path):
-    assert read_architecture(tiny_gguf) == "gpt-oss"
+def test_read_metadata_and_bad_headers(tiny_gguf, tmp_path):
+    assert read_metadata(tiny_gguf, {"general.architecture"}) == {"general.architecture": "gpt-oss"}
     junk = tmp_path / "x.gguf"
     junk.write_bytes(b"PK\x03\x04 not gguf at all")
     with pytest.raises(BadInputError, match="not a GGUF"):
-        read_architecture(junk)
+        read_metadata(junk, {"general.architecture"})
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(tiny_gguf.read_bytes()[:40])
     with pytest.raises(BadInputError, match="truncated"):

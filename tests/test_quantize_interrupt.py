@@ -1,8 +1,9 @@
 """A real Ctrl-C (SIGINT) to a `gptoss quantize` process mid-write: exit 130 and nothing left behind.
 
 The tiny model converts in well under a second, so the process holds after its first written piece
-(GPTOSS_TEST_HOLD, gptoss_cli/quant/quantize.py) and says so with a marker file: the signal lands
-while the .partial file is open, on every machine, however loaded.
+(GPTOSS_TEST_HOLD, converters/seams.py) and says so with a marker file: the signal lands while the .partial
+file is open, on every machine, however loaded. `quantizer:FILE` holds inside llama.cpp's quantizer instead,
+on the thread running llama_model_quantize, after its first tensor.
 """
 
 from __future__ import annotations
@@ -25,16 +26,17 @@ def _wait_for(path, proc, limit: float = 120) -> None:
         time.sleep(0.01)
 
 
-@pytest.mark.parametrize("recipe, partial", [
-    ("mxfp4", "model.gguf.partial"),                          # the converter writes the GGUF itself
-    ("experts-q4", ".model.gguf.tmp/lossless-bf16.gguf.partial"),  # lossless copy first, then llama.cpp
+@pytest.mark.parametrize("recipe, phase, partial", [
+    ("mxfp4", "", "model.gguf.partial"),                          # the converter writes the GGUF itself
+    ("experts-q4", "", ".model.gguf.tmp/lossless-bf16.gguf.partial"),  # lossless copy first, then llama.cpp
+    ("experts-q4", "quantizer:", ".model.gguf.tmp/model.gguf.partial"),  # inside llama.cpp's quantizer
 ])
-def test_sigint_mid_write_exits_130_and_leaves_nothing(tiny_checkpoint, tmp_path, recipe, partial):
+def test_sigint_mid_write_exits_130_and_leaves_nothing(tiny_checkpoint, tmp_path, recipe, phase, partial):
     out_dir, marker = tmp_path / "out", tmp_path / "held"
     out_dir.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "gptoss_cli", "quantize", str(tiny_checkpoint), "--recipe", recipe,
                              "-o", str(out_dir / "model.gguf")], cwd=ROOT,
-                            env={**os.environ, "GPTOSS_TEST_HOLD": str(marker)},
+                            env={**os.environ, "GPTOSS_TEST_HOLD": phase + str(marker)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(marker, proc)

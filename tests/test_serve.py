@@ -11,7 +11,7 @@ import time
 
 import jsonschema
 import pytest
-from serveutil import start, stop
+from serveutil import start, stop, without_count
 
 openai = pytest.importorskip("openai")
 
@@ -43,7 +43,9 @@ def client(served):
 
 
 def test_health_models_and_the_api_key(served, client):
-    assert served.health() == {"status": "ok", "slots_busy": 0, "slots_free": 2, "queued": 0}
+    health = served.health()
+    assert without_count(health) == {"status": "ok", "slots_busy": 0, "slots_free": 2, "queued": 0}
+    assert isinstance(health["tokens_generated"], int) and health["tokens_generated"] >= 0
     assert [m.id for m in client.models.list().data] == ["gpt-oss-tiny-mxfp4"]
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
         status, body = served.request("GET", "/v1/models", headers=headers)
@@ -157,7 +159,8 @@ def send_stream(served, max_tokens: int = 500):
     return conn
 
 
-def test_a_client_that_goes_away_frees_its_slot_and_a_full_server_says_429(served):
+def test_a_full_server_says_429(served):
+    """Both slots and both queue places taken: the next request is refused (hang-ups: test_serve_disconnect.py)."""
     conns = [send_stream(served) for _ in range(2)]   # the 2 slots
     try:
         answers = [conn.getresponse() for conn in conns]
@@ -171,7 +174,7 @@ def test_a_client_that_goes_away_frees_its_slot_and_a_full_server_says_429(serve
     finally:
         for conn in conns:
             conn.close()
-    assert served.wait_idle() == {"status": "ok", "slots_busy": 0, "slots_free": 2, "queued": 0}
+    assert without_count(served.wait_idle()) == {"status": "ok", "slots_busy": 0, "slots_free": 2, "queued": 0}
 
 
 def test_non_loopback_host_needs_a_key_or_no_auth(tiny_gguf, cli, tmp_path):
@@ -186,7 +189,11 @@ def test_non_loopback_host_needs_a_key_or_no_auth(tiny_gguf, cli, tmp_path):
 
 def test_fit_plans_the_cache_of_every_slot_then_serves(tiny_gguf, cli):
     """`serve --fit` sizes the plan for --ctx-size tokens in each of the --parallel slots, says where the model
-    goes (this machine has no GPU: all of it in RAM) and serves; a manual placement next to it is refused."""
+    goes (what `gptoss plan` says for that context on this machine, GPU or not) and serves; a manual placement
+    next to it is refused."""
+    plan = json.loads(cli("plan", str(tiny_gguf), "--ctx", "1536", "--json").stdout)
+    placed = (f"--fit: --n-cpu-moe {plan['n_cpu_moe']}" if plan["gpu"]
+              else "--fit: no usable GPU memory, running on the CPU")
     served = start(tiny_gguf, "--fit", "--parallel", "3", "--ctx-size", "512")
     try:
         body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}).encode()
@@ -195,6 +202,6 @@ def test_fit_plans_the_cache_of_every_slot_then_serves(tiny_gguf, cli):
         assert stop(served) == 130
     assert status == 200 and json.loads(raw)["usage"]["completion_tokens"] >= 1
     err = "".join(served.stderr)
-    assert "context 1536" in err and "--fit: no usable GPU memory, running on the CPU" in err
+    assert "context 1536" in err and placed in err
     r = cli("serve", str(tiny_gguf), "--port", "0", "--fit", "--cpu-moe")
     assert r.returncode == 2 and "either --fit or --cpu-moe" in r.stderr and r.stdout == ""

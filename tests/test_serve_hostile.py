@@ -254,7 +254,7 @@ def test_without_the_key_a_huge_body_gets_401_before_it_is_read(keyed):
                 "Connection: close")
         status, _, body = raw(keyed, head, b"")   # the body never comes
         assert status == 401 and json.loads(body)["error"]["code"] == "invalid_api_key"
-    assert keyed.health() == {"status": "ok", "slots_busy": 0, "slots_free": 1, "queued": 0}
+    assert keyed.health() == {"status": "ok", "slots_busy": 0, "slots_free": 1, "queued": 0, "tokens_generated": 0}
     status, body = post(keyed, "/chat/completions", {"messages": USER, "max_tokens": 1})
     assert status == 200
 

@@ -46,9 +46,11 @@ def run_chat(opts: ChatOptions) -> None:
     if opts.effort not in harmony.EFFORTS:
         raise BadInputError(None, f"unknown effort {opts.effort!r}", "Use --effort low, medium or high")
     prompt = _one_shot_prompt(opts)
-    gguf = paths.resolve_gguf(opts.model)
     if opts.model is None:
-        ui.info(f"using {gguf} (the last GGUF written)")
+        gguf, why = paths.default_gguf()
+        ui.info(f"using {gguf} ({why})")
+    else:
+        gguf = paths.resolve_gguf(opts.model)
     backend_opts = opts.backend
     workers = []
     if opts.rpc:

@@ -4,21 +4,20 @@ The GGUF is still loaded and its tokenizer turns the file's text (special tokens
 `<|channel|>analysis<|message|>...<|end|>`) into the tokens the "model" generates; everything after the
 model (stop tokens, --max-tokens, harmony parsing, what reaches stdout, stderr and the REPL) runs as in a
 real chat. A random-weight test model never writes harmony channels, so this is how the suite drives
-real thinking text through the CLI. Not meant for users; only tests set the variable.
+real thinking text through the CLI. It acts only in a test run (GPTOSS_TEST_RUN=1, converters/seams.py).
 """
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
-ENV = "GPTOSS_TEST_REPLY"
+from converters import seams
 
 
 def with_script(backend):
     """The backend itself, or (GPTOSS_TEST_REPLY=FILE, tests only) a ScriptedBackend around it."""
-    name = os.environ.get(ENV)
+    name = seams.value(seams.REPLY)
     return ScriptedBackend(backend, Path(name).read_bytes()) if name else backend
 
 

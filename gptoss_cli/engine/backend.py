@@ -17,7 +17,14 @@ from gptoss_cli.engine.threads import math_threads
 # The sliding-window cache is sized to the window (not llama.cpp's default, the whole context); a copy of
 # it is kept at the end of each prompt, so the next turn can still reuse the prompt.
 SWA_FULL = False
-FLASH_ATTN = ("auto", "on", "off")
+
+
+def swa_covers(lc, mem, seq: int, n_past: int, n_swa: int) -> bool:
+    """Whether sequence seq's sliding-window cache still holds the window the token at n_past attends to."""
+    if n_past == 0 or n_swa <= 0:
+        return True
+    pos_min = lc.llama_memory_seq_pos_min(mem, seq)
+    return 0 <= pos_min <= max(0, n_past - n_swa)
 
 
 class ContextFull(RunFailure):
@@ -62,7 +69,7 @@ class Backend:
         log = llama_log()
         try:
             self._model = load_model(self.model_path, load, self.load_log)
-            self._n_layers, self._vocab = self._model.n_layers, self._model.vocab
+            self._vocab = self._model.vocab
             self._ctx = lc.llama_init_from_model(self._model.ptr, self._context_params(opts))
             if not self._ctx:
                 raise ModelLoadFailure(self.model_path, log.why("llama.cpp could not create the context"),
@@ -82,6 +89,16 @@ class Backend:
         self.reused_tokens = 0  # prompt tokens the last generate took from the cache instead of decoding
         self._window: tuple[list[int], int] | None = None  # saved sliding-window cache: (its tokens, bytes)
         self._window_buf: ctypes.Array | None = None
+
+    @property
+    def ctx(self):
+        """The llama_context handle (None once closed), for an engine that decodes in it itself."""
+        return self._ctx
+
+    @property
+    def vocab(self):
+        """The model's llama_vocab handle."""
+        return self._vocab
 
     def _context_params(self, opts: BackendOptions):
         lc = self._lc
@@ -177,7 +194,7 @@ class Backend:
         n_past = min(n_past, len(prompt) - 1)  # the last prompt token is always decoded for fresh logits
         if not lc.llama_memory_seq_rm(self._mem, 0, n_past, -1):
             n_past = 0
-        elif not self._swa_covers(n_past):
+        elif not swa_covers(lc, self._mem, 0, n_past, self.n_swa):
             n_past = self._restore_window(prompt, n_past)
         if n_past == 0:
             lc.llama_memory_clear(self._mem, True)
@@ -221,14 +238,7 @@ class Backend:
         if lc.llama_state_seq_set_data_ext(self._ctx, self._window_buf, size, 0, flags) != size:
             return 0
         lc.llama_memory_seq_rm(self._mem, 0, n, -1)
-        return n if self._swa_covers(n) else 0
-
-    def _swa_covers(self, n_past: int) -> bool:
-        """Whether the sliding-window cache still holds the window the token at n_past attends to."""
-        if n_past == 0 or self.n_swa <= 0:
-            return True
-        pos_min = self._lc.llama_memory_seq_pos_min(self._mem, 0)
-        return 0 <= pos_min <= max(0, n_past - self.n_swa)
+        return n if swa_covers(lc, self._mem, 0, n, self.n_swa) else 0
 
     def close(self) -> None:
         """Free the context and model (idempotent)."""

@@ -8,6 +8,7 @@ runs in one thread; `submit`, `cancel` and `health` may be called from any other
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from converters.errors import BadInputError
-from gptoss_cli.engine.backend import Backend, BackendOptions, ContextFull, common_prefix
+from gptoss_cli.engine.backend import Backend, BackendOptions, ContextFull, common_prefix, swa_covers
 from gptoss_cli.engine.constrain import GrammarChains
 from gptoss_cli.engine.harmony import STOP_IDS
 from gptoss_cli.engine.jobs import Job, QueueFull, ShuttingDown
@@ -45,9 +46,8 @@ class BatchEngine:
         if parallel < 1:
             raise BadInputError(None, f"--parallel must be >= 1, got {parallel}")
         self._lc = lc
-        opts.parallel = parallel
-        self.backend = Backend(model_path, opts)
-        self._ctx, self._vocab = self.backend._ctx, self.backend._vocab
+        self.backend = Backend(model_path, dataclasses.replace(opts, parallel=parallel))
+        self._ctx, self._vocab = self.backend.ctx, self.backend.vocab
         self._mem = lc.llama_get_memory(self._ctx)
         self._n_vocab = lc.llama_vocab_n_tokens(self._vocab)
         self.n_ctx_seq: int = lc.llama_n_ctx_seq(self._ctx)
@@ -60,6 +60,7 @@ class BatchEngine:
         self.queue_size = queue
         self._cv = threading.Condition()
         self._stopping = False
+        self.tokens_generated = 0   # every token committed to any job since the start (engine thread writes)
         self._thread = threading.Thread(target=self._run, name="gptoss-batch", daemon=True)
         self._thread.start()
 
@@ -94,10 +95,11 @@ class BatchEngine:
             self._cv.notify()
 
     def health(self) -> dict:
-        """Slot and queue counts."""
+        """Slot and queue counts, and the tokens generated since the start."""
         with self._cv:
             busy = sum(s.job is not None for s in self._slots)
-            return {"slots_busy": busy, "slots_free": len(self._slots) - busy, "queued": len(self._waiting)}
+            return {"slots_busy": busy, "slots_free": len(self._slots) - busy, "queued": len(self._waiting),
+                    "tokens_generated": self.tokens_generated}
 
     def stop(self) -> None:
         """Refuse new jobs and end every open one ("shutdown") at the next step; the model stays loaded."""
@@ -180,7 +182,8 @@ class BatchEngine:
         if job.on_start is not None:
             job.on_start()
         n_past = min(common_prefix(slot.cached, job.prompt), len(job.prompt) - 1)
-        if not lc.llama_memory_seq_rm(self._mem, slot.seq, n_past, -1) or not self._swa_covers(slot.seq, n_past):
+        if (not lc.llama_memory_seq_rm(self._mem, slot.seq, n_past, -1)
+                or not swa_covers(lc, self._mem, slot.seq, n_past, self.n_swa)):
             n_past = 0
             lc.llama_memory_seq_rm(self._mem, slot.seq, 0, -1)
         del slot.cached[n_past:]
@@ -192,12 +195,6 @@ class BatchEngine:
         if ctl is not None:
             slot.chains = GrammarChains(self._vocab, slot.sampler)
         slot.forced = ctl.begin() if ctl is not None else []
-
-    def _swa_covers(self, seq: int, n_past: int) -> bool:
-        if n_past == 0 or self.n_swa <= 0:
-            return True
-        pos_min = self._lc.llama_memory_seq_pos_min(self._mem, seq)
-        return 0 <= pos_min <= max(0, n_past - self.n_swa)
 
     def _step(self) -> None:
         b, n, outputs = self._batch, 0, []
@@ -261,6 +258,7 @@ class BatchEngine:
             if ctl is not None:
                 slot.forced += ctl.commit(token)
             job.gen_tokens += 1
+            self.tokens_generated += 1
             if job.t_first is None:
                 job.t_first = time.perf_counter()
             try:

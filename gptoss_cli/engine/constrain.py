@@ -208,23 +208,6 @@ class Controller:
         return self._tokenize(FINAL_HEADER)
 
 
-def sampler_chain(vocab, *, temperature: float, top_p: float, seed: int | None):
-    """A llama.cpp sampler chain (top_p, temperature, seeded draw; greedy at temperature 0); the caller frees
-    it with llama_sampler_free."""
-    import llama_cpp as lc
-
-    chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
-    if temperature <= 0:
-        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
-        return chain
-    if top_p < 1.0:
-        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(top_p, 1))
-    lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(temperature))
-    use_seed = lc.LLAMA_DEFAULT_SEED if seed is None or seed < 0 else seed
-    lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(ctypes.c_uint32(use_seed).value))
-    return chain
-
-
 class GrammarSampler:
     """Samples under one grammar as llama.cpp's common sampler does: draw from the free distribution, check
     that one token against the grammar, and only when it is refused filter the whole vocabulary (the grammar

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 # enum ggml_backend_dev_type (ggml-backend.h)
-DEV_CPU, DEV_GPU, DEV_IGPU, DEV_ACCEL = 0, 1, 2, 3
+DEV_CPU, DEV_GPU, DEV_IGPU = 0, 1, 2
 
 _P, _S = ctypes.c_void_p, ctypes.c_char_p
 # name: (library, argtypes, restype); the registry lives in libggml, everything else in libggml-base.

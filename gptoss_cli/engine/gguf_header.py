@@ -116,11 +116,6 @@ def _open_gguf(path: Path) -> _Cursor:
     return cur
 
 
-def read_architecture(path: Path) -> str | None:
-    """general.architecture of a GGUF file, reading only as far as that key."""
-    return read_metadata(path, {"general.architecture"}).get("general.architecture")
-
-
 def read_metadata(path: Path, keys: set[str]) -> dict:
     """The given scalar metadata keys of a GGUF file, reading only until all are found."""
     found = {}

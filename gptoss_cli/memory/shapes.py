@@ -12,8 +12,9 @@ import gguf
 
 from converters.errors import BadInputError
 from gptoss_cli.engine.gguf_header import TensorInfo, read_header
+from gptoss_cli.engine.loader import FFN_EXPS_REGEX
 
-FFN_EXPS = re.compile(r"\.ffn_(up|down|gate|gate_up)_(ch|)exps")  # llama.cpp's LLM_FFN_EXPS_REGEX
+FFN_EXPS = re.compile(FFN_EXPS_REGEX)
 BLK = re.compile(r"^blk\.(\d+)\.")
 
 

@@ -7,11 +7,12 @@ converted to a lossless bf16 GGUF first and quantized by llama.cpp with exact pe
 from __future__ import annotations
 
 import dataclasses
-import os
 import signal
+import threading
 from collections import defaultdict
 from pathlib import Path
 
+from converters import seams
 from converters.allocate import Allocation, allocate, with_allocation
 from converters.convert import ConvertResult, convert_checkpoint
 from converters.errors import RecipeError, RunFailure
@@ -22,7 +23,6 @@ from converters.snapshot import Snapshot
 from converters.tensor_map import EXPERT_CLASSES
 from gptoss_cli import paths, ui
 
-HOLD_ENV = "GPTOSS_TEST_HOLD"
 
 @dataclasses.dataclass
 class QuantizeOptions:
@@ -140,8 +140,8 @@ def _write(folder: Path, out: Path, plan: SizePlan, imatrix, opts: QuantizeOptio
 
     with ui.byte_progress("converting (lossless)") as conv, ui.byte_progress("quantizing") as quant:
         path = write_quantized(folder, out, plan, imatrix, opts.force,
-                               convert_progress=_progress(conv),
-                               quant_progress=lambda n, total, name: quant(n, total), threads=opts.threads)
+                               convert_progress=_progress(conv), quant_progress=_progress(quant, "quantizer"),
+                               threads=opts.threads)
     snap = Snapshot(folder)
     try:
         input_bytes = snap.input_bytes()
@@ -151,19 +151,30 @@ def _write(folder: Path, out: Path, plan: SizePlan, imatrix, opts: QuantizeOptio
                          time.perf_counter() - started, [t.name for t in plan.tensors if t.note])
 
 
-def _progress(advance):
-    """advance() as a converter progress callback. Test seam: with GPTOSS_TEST_HOLD=FILE the first call also
-    creates FILE and then waits for a signal, so a test's Ctrl-C lands mid-write for certain (not for users)."""
-    marker = os.environ.get(HOLD_ENV)
+def _progress(advance, phase: str = ""):
+    """advance() as a converter progress callback. Test seam (converters/seams.py): with GPTOSS_TEST_HOLD=FILE
+    (or =quantizer:FILE for llama.cpp's quantizer phase) the phase's first call also creates FILE and then
+    waits for ever, so a test's Ctrl-C lands mid-write for certain."""
+    held = seams.value(seams.HOLD) or ""
+    in_quantizer = held.startswith("quantizer:")
+    marker = held.removeprefix("quantizer:") if in_quantizer == (phase == "quantizer") else ""
 
     def step(n: int, total: int, name: str) -> None:
         advance(n, total)
-        if marker and not os.path.exists(marker):
+        if marker and not Path(marker).exists():
             Path(marker).write_text(name)
-            while True:
-                signal.pause()  # the SIGINT handler raises KeyboardInterrupt here, on the main thread
+            _hold()
 
     return step
+
+
+def _hold() -> None:
+    """Wait for ever: for a signal on the main thread (its SIGINT handler raises KeyboardInterrupt there);
+    on llama.cpp's quantizer thread, until the process exits."""
+    if threading.current_thread() is threading.main_thread():
+        while True:
+            signal.pause()
+    threading.Event().wait()
 
 
 def class_rows(result) -> list[tuple[str, str, int, int]]:

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from converters.errors import BadInputError
 
-DEFAULT_PORT = 50052        # llama.cpp's rpc-server default
 MAX_SERVERS = 16            # GGML_RPC_MAX_SERVERS (ggml-rpc.h)
 
 

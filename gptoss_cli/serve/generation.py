@@ -115,7 +115,6 @@ class Generation:
         self.parser = StreamParser(engine.backend.token_bytes)
         self.stop = StopText(stop)
         self.out = Outcome(prompt_tokens=len(prompt))
-        self._in_analysis = False
         self.job = Job(prompt, max_tokens, self._on_token, self._on_end, temperature=temperature, top_p=top_p,
                        seed=seed, control=control, on_start=self._on_start)
 

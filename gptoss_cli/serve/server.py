@@ -104,9 +104,11 @@ def run_serve(opts: ServeOptions) -> None:
         raise BadInputError(None, f"--host {opts.host} reaches beyond this machine and no API key is set",
                             f"Pass --api-key-file FILE (or set {KEY_ENV}), or --no-auth to serve without one")
     origins = allowed_origins(opts.allow_origins)
-    gguf = paths.resolve_gguf(opts.model)
     if opts.model is None:
-        ui.info(f"using {gguf} (the last GGUF written)")
+        gguf, why = paths.default_gguf()
+        ui.info(f"using {gguf} ({why})")
+    else:
+        gguf = paths.resolve_gguf(opts.model)
     workers = []
     if opts.rpc:
         from gptoss_cli.rpc.client import attach
