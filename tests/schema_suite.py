@@ -84,6 +84,10 @@ SCHEMAS: dict[str, dict] = {
     "top_level_scalar": {"type": "integer", "minimum": -5, "maximum": 5},
 }
 
+# Answers a random model may write until the token limit: the digits of a number without multipleOf, a
+# second's fraction, names of extra properties.
+LONG = ("number_bounds", "formats", "optional_and_extra")
+
 # issue 20: bounds that made llama.cpp's grammar recurse out of its stack or build hundreds of MB
 HUGE_BOUNDS: dict[str, dict] = {
     "maxLength": {"type": "string", "maxLength": 100000},
