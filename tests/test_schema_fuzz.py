@@ -17,7 +17,6 @@ import time
 
 import jsonschema
 import pytest
-
 from schema_suite import HUGE_BOUNDS, LONG, SCHEMAS, UNENFORCEABLE
 from serveutil import start, stop
 
@@ -99,7 +98,7 @@ def test_huge_bounds_neither_crash_nor_stall_the_server(served, keyword):
     forced = {"model": "m", "input": "hi", "max_output_tokens": 24, "tool_choice": {"type": "function", "name": "f"},
               "tools": [{"type": "function", "name": "f", "parameters": tool_schema}]}
     for path, body in (("/v1/chat/completions", chat), ("/v1/responses", forced)):
-        slowest, (status, answer) = _health_while(served, lambda: _post(served, path, body))
+        slowest, (status, answer) = _health_while(served, lambda p=path, b=body: _post(served, p, b))
         assert status == 200 or (status == 400 and keyword in answer["error"]["message"]), answer
         assert served.proc.poll() is None, "".join(served.stderr)[-2000:]
         assert slowest < 2.0

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from converters.errors import BadInputError, RunFailure
 from gptoss_cli.engine.constrain import Controller
-from gptoss_cli.engine.structured import GrammarChains
 from gptoss_cli.engine.llama_glue import llama_log, stop_echo
 from gptoss_cli.engine.loader import LoadOptions, Model, ModelLoadFailure, load_model
 from gptoss_cli.engine.sampling import Sampler
+from gptoss_cli.engine.structured import GrammarChains
 from gptoss_cli.engine.threads import math_threads
 
 # The sliding-window cache is sized to the window (not llama.cpp's default, the whole context); a copy of

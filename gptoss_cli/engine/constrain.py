@@ -24,7 +24,7 @@ is never constrained.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from gptoss_cli.engine.harmony import CALL, FIRST_SPECIAL_ID, RETURN, SPECIAL_IDS
 from gptoss_cli.engine.harmony_stream import StreamParser

@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,8 +27,11 @@ from converters.hf_tokenizer import O200K_PATTERN
 from gptoss_cli.engine.harmony import CALL, FIRST_SPECIAL_ID, RETURN
 from gptoss_cli.engine.sampling import Sampler
 
+if TYPE_CHECKING:
+    from llguidance._lib import JsonCompileOptions
+
 # Compact JSON: no free whitespace (a model could otherwise pad an answer with spaces until the token limit).
-JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
+JSON_OPTIONS: JsonCompileOptions = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
 END_TOKENS = (RETURN, CALL)
 CACHE_BYTES = 16 * 1024 * 1024   # compiled grammars kept, schema text + grammar text
 
@@ -175,8 +179,9 @@ def tokenizer(pieces: list[bytes]):
     if len(ranks) != min(len(pieces), FIRST_SPECIAL_ID):
         raise RunFailure(None, "the vocabulary has duplicate tokens; it is not gpt-oss's o200k_harmony")
     specials = {piece.decode("utf-8", "replace"): i for i, piece in enumerate(pieces) if i >= FIRST_SPECIAL_ID}
-    return llguidance.LLTokenizer.from_tiktoken(encoder=ranks, special_tokens=specials, pattern=O200K_PATTERN,
-                                                eos_token=list(END_TOKENS), n_vocab=len(pieces))
+    return llguidance.LLTokenizer.from_tiktoken(  # type: ignore[attr-defined]  # missing from its stub
+        encoder=ranks, special_tokens=specials, pattern=O200K_PATTERN, eos_token=list(END_TOKENS),
+        n_vocab=len(pieces))
 
 
 class MaskedSampler:
