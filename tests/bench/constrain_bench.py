@@ -116,6 +116,19 @@ def _answer(backend, prompt: list[int], make, seed: int, max_tokens: int) -> tup
         chooser.close()
 
 
+def _valid(text: str | None, schema: dict, check) -> bool:
+    """Whether a finished answer is valid for its schema (jsonschema with format checks)."""
+    import jsonschema
+
+    if text is None:
+        return False
+    try:
+        jsonschema.validate(json.loads(text), schema, format_checker=check)
+    except Exception:  # noqa: BLE001 - any failure is an invalid answer (1e999 even breaks multipleOf)
+        return False
+    return True
+
+
 def run(gguf: Path, seeds: int = 2, max_tokens: int = 96) -> dict:
     """Every sampler on every bounded suite schema; rows of per-token cost and valid answers."""
     import jsonschema
@@ -151,11 +164,7 @@ def run(gguf: Path, seeds: int = 2, max_tokens: int = 96) -> dict:
                         refused += 1
                         continue
                     tokens, spent, answers = tokens + n, spent + s, answers + 1
-                    try:
-                        jsonschema.validate(json.loads(text or ""), schema, format_checker=check)
-                        valid += 1
-                    except Exception:  # noqa: BLE001 - any failure is an invalid answer (1e999 breaks multipleOf)
-                        pass
+                    valid += _valid(text, schema, check)
             rows.append({"sampler": mode, "answers": answers, "valid": valid, "refused": refused,
                          "tokens": tokens, "us_per_token": round(spent / max(tokens, 1) * 1e6)})
     finally:
