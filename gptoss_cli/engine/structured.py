@@ -102,13 +102,20 @@ _MANY = ("anyOf", "oneOf", "prefixItems")
 _NAMED = ("properties", "$defs", "definitions", "patternProperties", "dependentSchemas")
 
 
+SAFE_INTEGER = 2**53 - 1   # I-JSON (RFC 7493): integers beyond it do not survive every JSON parser
+
+
 def closed(schema: Any, in_all_of: bool = False) -> Any:
-    """The schema with objects that list properties closed to others unless it says otherwise, as
-    llama.cpp's converter and OpenAI's strict mode do; an answer valid for it is valid for the schema.
-    (allOf's branches are left open: each sees only part of the properties.)"""
+    """The schema narrowed as llama.cpp's converter narrows it; an answer valid for it is valid for the schema.
+    Objects that list properties are closed to others unless the schema says otherwise (as OpenAI's strict
+    mode requires; allOf's branches are left open, each sees only part of the properties), and an integer
+    without a bound stays within +-SAFE_INTEGER."""
     if not isinstance(schema, dict):
         return schema
     out = dict(schema)
+    types = out.get("type")
+    if types == "integer" or (isinstance(types, list) and "integer" in types):
+        _bound_integer(out)
     if ("properties" in out and "additionalProperties" not in out and "patternProperties" not in out
             and "unevaluatedProperties" not in out and not in_all_of):
         out["additionalProperties"] = False
@@ -126,6 +133,16 @@ def closed(schema: Any, in_all_of: bool = False) -> Any:
         if isinstance(out.get(key), dict):
             out[key] = {name: closed(s) for name, s in out[key].items()}
     return out
+
+
+def _bound_integer(out: dict) -> None:
+    """Add +-SAFE_INTEGER where an integer schema has no bound on that side (and the other side allows it)."""
+    low = [v for k in ("minimum", "exclusiveMinimum") if isinstance(v := out.get(k), (int, float))]
+    high = [v for k in ("maximum", "exclusiveMaximum") if isinstance(v := out.get(k), (int, float))]
+    if not high and all(v < SAFE_INTEGER for v in low):
+        out["maximum"] = SAFE_INTEGER
+    if not low and all(v > -SAFE_INTEGER for v in high):
+        out["minimum"] = -SAFE_INTEGER
 
 
 def refusal(error: str) -> str:

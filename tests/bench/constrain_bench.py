@@ -154,7 +154,7 @@ def run(gguf: Path, seeds: int = 2, max_tokens: int = 96) -> dict:
     rows = []
     try:
         for mode, maker in modes.items():
-            tokens = answers = valid = refused = 0
+            tokens = answers = valid = refused = cut = 0
             spent = 0.0
             for schema in schemas.values():
                 for seed in range(1, seeds + 1):
@@ -163,9 +163,9 @@ def run(gguf: Path, seeds: int = 2, max_tokens: int = 96) -> dict:
                     except ValueError:
                         refused += 1
                         continue
-                    tokens, spent, answers = tokens + n, spent + s, answers + 1
+                    tokens, spent, answers, cut = tokens + n, spent + s, answers + 1, cut + (text is None)
                     valid += _valid(text, schema, check)
-            rows.append({"sampler": mode, "answers": answers, "valid": valid, "refused": refused,
+            rows.append({"sampler": mode, "answers": answers, "valid": valid, "refused": refused, "cut": cut,
                          "tokens": tokens, "us_per_token": round(spent / max(tokens, 1) * 1e6)})
     finally:
         backend.close()

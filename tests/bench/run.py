@@ -155,10 +155,11 @@ def bench_constrain(out: Path) -> dict:
     result = _optional("constrain_bench", lambda m: m.run(fixture))
     t = Table(title=f"constrain: {result.get('schemas')} schemas x {result.get('seeds')} seeds, "
                     f"<= {result.get('max_tokens')} tokens; {result.get('cpu')}")
-    for col in ("sampler", "µs/token", "answers", "valid", "refused"):
+    for col in ("sampler", "µs/token", "answers", "valid", "cut at the limit", "schemas refused"):
         t.add_column(col, justify="right")
     for r in result.get("rows", []):
-        t.add_row(r["sampler"], str(r["us_per_token"]), str(r["answers"]), str(r["valid"]), str(r["refused"]))
+        t.add_row(r["sampler"], str(r["us_per_token"]), str(r["answers"]), str(r["valid"]), str(r["cut"]),
+                  str(r["refused"]))
     console.print(t)
     return result
 
