@@ -168,3 +168,21 @@ def test_grammar_strings_refuse_raw_control_characters(backend):
     for raw in ("\n", "\t", "\x01"):
         assert not g.allows(backend.tokenize(raw)[0]), repr(raw)
     assert not g.allows(harmony.RETURN) and not g.allows(harmony.ENDOFTEXT)
+
+
+def test_compiled_grammars_are_cached_within_a_byte_budget():
+    from gptoss_cli.engine.structured import _Cache
+
+    cache = _Cache(1000)
+    for i in range(50):
+        cache.put(f"k{i:02d}", "x" * 100)
+    assert cache.size <= 1000 and cache.get("k49") is not None and cache.get("k00") is None
+    cache.put("big", "x" * 2000)   # one grammar over the budget is compiled again next time, never kept
+    assert cache.get("big") is None and cache.size <= 1000
+
+
+def test_huge_bounds_compile_without_expanding():
+    """`maxLength: 100000` crashed llama.cpp's grammar parser (issue 20); here it is a counter."""
+    small = compile_schema({"type": "string", "maxLength": 10})
+    huge = compile_schema({"type": "string", "maxLength": 100000})
+    assert len(huge) < len(small) + 16
