@@ -103,19 +103,30 @@ _NAMED = ("properties", "$defs", "definitions", "patternProperties", "dependentS
 
 
 SAFE_INTEGER = 2**53 - 1   # I-JSON (RFC 7493): integers beyond it do not survive every JSON parser
+# RFC 3339 dates and times as validators read them: llguidance's own formats let through second 60 at any
+# time, February 29 of any year and year 0000, which Python's and most other date parsers refuse.
+_YEAR = "(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])"
+_LEAP = "(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
+_MONTH_DAY = ("(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+              "|02-(?:0[1-9]|1[0-9]|2[0-8]))")
+_DATE = f"(?:{_YEAR}-{_MONTH_DAY}|{_LEAP}-02-29)"
+_TIME = "(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{1,9})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+FORMAT_PATTERNS = {"date": f"^{_DATE}$", "time": f"^{_TIME}$", "date-time": f"^{_DATE}T{_TIME}$"}
 
 
 def closed(schema: Any, in_all_of: bool = False) -> Any:
     """The schema narrowed as llama.cpp's converter narrows it; an answer valid for it is valid for the schema.
     Objects that list properties are closed to others unless the schema says otherwise (as OpenAI's strict
-    mode requires; allOf's branches are left open, each sees only part of the properties), and an integer
-    without a bound stays within +-SAFE_INTEGER."""
+    mode requires; allOf's branches are left open, each sees only part of the properties), an integer
+    without a bound stays within +-SAFE_INTEGER, and dates and times follow FORMAT_PATTERNS."""
     if not isinstance(schema, dict):
         return schema
     out = dict(schema)
     types = out.get("type")
     if types == "integer" or (isinstance(types, list) and "integer" in types):
         _bound_integer(out)
+    if out.get("format") in FORMAT_PATTERNS and "pattern" not in out:
+        out["pattern"] = FORMAT_PATTERNS[out.pop("format")]
     if ("properties" in out and "additionalProperties" not in out and "patternProperties" not in out
             and "unevaluatedProperties" not in out and not in_all_of):
         out["additionalProperties"] = False
