@@ -4,10 +4,10 @@ from npm (`@modelcontextprotocol/server-everything`) when npx is present."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
-import json
 import socket
 import subprocess
 import sys
@@ -20,10 +20,10 @@ import pytest
 pytest.importorskip("mcp")
 from converters.errors import BadInputError  # noqa: E402
 from gptoss_cli.engine import harmony  # noqa: E402
+from gptoss_cli.engine.harmony_tools import ToolCall  # noqa: E402
 from gptoss_cli.tools.mcp_client import ToolHub, ToolServerError, parse_server  # noqa: E402
 from gptoss_cli.tools.results import MAX_RESULT_CHARS  # noqa: E402
 from gptoss_cli.tools.runner import Approval, ToolRunner, specs  # noqa: E402
-from gptoss_cli.engine.harmony_tools import ToolCall  # noqa: E402
 
 SERVERS = Path(__file__).parent / "mcp_servers"
 PY = sys.executable

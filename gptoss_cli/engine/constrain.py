@@ -23,8 +23,8 @@ is never constrained.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from gptoss_cli.engine.harmony import CALL, FIRST_SPECIAL_ID, RETURN, SPECIAL_IDS
 from gptoss_cli.engine.harmony_stream import StreamParser
