@@ -13,7 +13,8 @@ import pytest
 
 from converters.errors import BadInputError
 from gptoss_cli.engine import harmony, harmony_stream
-from gptoss_cli.engine.constrain import Constraint, Controller, grammar_for
+from gptoss_cli.engine.constrain import Constraint, Controller
+from gptoss_cli.engine.structured import compile_schema
 from tests.oracles import o200k_harmony
 
 PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 6},
@@ -99,10 +100,11 @@ def test_required_call_among_several_tools_samples_the_name_then_its_arguments()
 
 
 def test_grammar_from_schema_and_bad_schema():
-    assert "root ::=" in grammar_for(PERSON)
-    assert "root ::=" in grammar_for(None)      # json_object: any object
-    with pytest.raises(BadInputError):
-        grammar_for({"type": "object", "properties": {"x": {"$ref": "#/nowhere"}}})
+    assert compile_schema(PERSON) != compile_schema(None)    # None: json_object, any object
+    with pytest.raises(BadInputError, match="nowhere"):
+        compile_schema({"type": "object", "properties": {"x": {"$ref": "#/nowhere"}}})
+    with pytest.raises(BadInputError, match="uniqueItems cannot be enforced"):
+        compile_schema({"type": "array", "uniqueItems": True})
 
 
 # --- end to end on the fixture ----------------------------------------------------------------------
@@ -154,18 +156,34 @@ def test_required_call_on_random_weights_names_one_of_the_tools(backend):
 
 
 def test_grammar_strings_refuse_raw_control_characters(backend):
-    """JSON forbids a raw newline or tab inside a string; llama-cpp-python's converter allowed them (6 in 60
-    sampled answers on the fixture were invalid JSON before the fix)."""
-    from gptoss_cli.engine.constrain import GrammarSampler
+    """JSON forbids a raw newline or tab inside a string (llama-cpp-python's GBNF converter allowed them)."""
     from gptoss_cli.engine.sampling import Sampler
+    from gptoss_cli.engine.structured import MaskedSampler
 
-    g = GrammarSampler(backend.vocab, grammar_for(PERSON), Sampler(backend.n_vocab, temperature=0, top_p=1, seed=0))
-    try:
-        for token in backend.tokenize('{"adult":true,"city":"Oslo","name":"'):   # keys in sorted order
-            assert g.allows(token)
-            g.advance(token)
-        assert g.allows(backend.tokenize("a")[0]) and g.allows(backend.tokenize("\\n")[0])
-        for raw in ("\n", "\t", "\x01"):
-            assert not g.allows(backend.tokenize(raw)[0]), repr(raw)
-    finally:
-        g.close()
+    g = MaskedSampler(backend.grammar_tokenizer(), compile_schema(PERSON),
+                      Sampler(backend.n_vocab, temperature=0, top_p=1, seed=0))
+    for token in backend.tokenize('{"name":"'):   # properties in the schema's order
+        assert g.allows(token)
+        g.advance(token)
+    assert g.allows(backend.tokenize("a")[0]) and g.allows(backend.tokenize("\\n")[0])
+    for raw in ("\n", "\t", "\x01"):
+        assert not g.allows(backend.tokenize(raw)[0]), repr(raw)
+    assert not g.allows(harmony.RETURN) and not g.allows(harmony.ENDOFTEXT)
+
+
+def test_compiled_grammars_are_cached_within_a_byte_budget():
+    from gptoss_cli.engine.structured import _Cache
+
+    cache = _Cache(1000)
+    for i in range(50):
+        cache.put(f"k{i:02d}", "x" * 100)
+    assert cache.size <= 1000 and cache.get("k49") is not None and cache.get("k00") is None
+    cache.put("big", "x" * 2000)   # one grammar over the budget is compiled again next time, never kept
+    assert cache.get("big") is None and cache.size <= 1000
+
+
+def test_huge_bounds_compile_without_expanding():
+    """`maxLength: 100000` crashed llama.cpp's grammar parser (issue 20); here it is a counter."""
+    small = compile_schema({"type": "string", "maxLength": 10})
+    huge = compile_schema({"type": "string", "maxLength": 100000})
+    assert len(huge) < len(small) + 16

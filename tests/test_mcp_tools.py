@@ -4,6 +4,7 @@ from npm (`@modelcontextprotocol/server-everything`) when npx is present."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -258,12 +259,15 @@ def test_published_everything_server_from_npm(tmp_path):
         assert "type echo = (_: {" in text
 
 
-def test_schema_keywords_the_grammar_cannot_enforce_are_named():
-    from gptoss_cli.chat.turns import unenforced
+def test_schema_keywords_that_cannot_be_enforced_are_refused_and_bounds_are_not():
+    from gptoss_cli.chat.turns import load_schema
 
     schema = {"type": "object", "properties": {
         "age": {"type": "integer", "minimum": 0, "maximum": 150},
         "tags": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
         "name": {"type": "string", "enum": ["minimum"], "default": {"not": 1}}}}
-    assert unenforced(schema) == ["maximum", "minimum", "uniqueItems"]
-    assert unenforced({"type": "object", "properties": {"a": {"type": "string", "pattern": "^a+$"}}}) == []
+    with pytest.raises(BadInputError, match="uniqueItems cannot be enforced") as caught:
+        load_schema(json.dumps(schema))
+    assert caught.value.target == "--schema"
+    del schema["properties"]["tags"]
+    assert load_schema(json.dumps(schema)) == schema

@@ -18,7 +18,6 @@ openai = pytest.importorskip("openai")
 KEY = "sk-gptoss-test-0123456789"
 PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 8},
                                            "adult": {"type": "boolean"}}, "required": ["name", "adult"]}
-# llama-cpp-python's schema converter does not bound integers (minimum/maximum): enums keep them bounded.
 WEATHER = {"type": "object", "properties": {"unit": {"enum": ["c", "f"]}, "days": {"enum": [1, 2, 3]}},
            "required": ["unit"]}
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather now.",

@@ -142,6 +142,9 @@ def one_shot(session: Session, backend: TokenBackend, prompt: str, opts: ChatOpt
     if not result.turn.final:
         raise NoAnswer(model_name or None, f"the model stopped ({stop}) before writing a final answer",
                        "Raise --max-tokens or --ctx-size, or lower --effort")
+    if stop == "length" and turns.schema is not None:
+        raise NoAnswer(model_name or None, "the answer was cut at the token limit, so it is not a complete "
+                       "JSON value for --schema", "Raise --max-tokens or --ctx-size, or set --thinking-budget")
     if stop == "length":
         ui.warn("the answer was cut at the token limit; raise --max-tokens or --ctx-size for more")
     return result

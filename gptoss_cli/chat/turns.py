@@ -18,9 +18,6 @@ from gptoss_cli.tools.runner import Approval, Ask, ToolRunner, arguments_text, s
 
 SHOWN_RESULT_CHARS = 300
 NO_ARGUMENTS = {"type": "object", "properties": {}, "additionalProperties": False}
-# JSON-schema keywords llama-cpp-python's schema -> grammar converter does not enforce.
-UNENFORCED = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "uniqueItems", "not",
-              "if", "then", "else", "patternProperties", "dependentRequired", "dependentSchemas")
 
 
 @dataclass
@@ -57,6 +54,13 @@ class TurnRunner:
         if choice not in ("auto", "none") and (hub is None or choice not in hub.tools):
             names = ", ".join(hub.tools) if hub else "none (no --mcp)"
             raise BadInputError(None, f"--tool-choice {choice}: no such tool", f"The tools are: {names}")
+        if hub is not None and choice in hub.tools:
+            from gptoss_cli.engine.structured import compile_schema
+
+            try:   # the forced call's arguments are held to its input schema: refuse what cannot be enforced
+                compile_schema(hub.tools[choice].schema or NO_ARGUMENTS)
+            except BadInputError as exc:
+                raise BadInputError(f"--tool-choice {choice}", f"its input schema: {exc.why}", exc.hint) from None
 
     def attach(self, session: Session) -> None:
         """Show the live tools to the model in this session (none with --tool-choice none)."""
@@ -129,28 +133,13 @@ def load_schema(text: str) -> dict:
                             "Pass a JSON schema") from None
     if not isinstance(schema, dict):
         raise BadInputError(where or "--schema", "a JSON schema must be an object", 'e.g. {"type": "object"}')
-    from gptoss_cli.engine.constrain import grammar_for
+    from gptoss_cli.engine.structured import compile_schema
 
-    grammar_for(schema)  # unsupported schemas fail here, before the model loads
-    ignored = unenforced(schema)
-    if ignored:
-        ui.warn(f"--schema: {', '.join(ignored)} cannot be enforced while generating; the answer has the "
-                "schema's shape but may break these")
+    try:   # what cannot be enforced is refused here, before the model loads
+        compile_schema(schema)
+    except BadInputError as exc:
+        raise BadInputError(where or "--schema", exc.why, exc.hint) from None
     return schema
-
-
-def unenforced(schema) -> list[str]:
-    """The keywords in a schema that the grammar cannot enforce (sorted, each once)."""
-    found: set[str] = set()
-    stack = [schema]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            found.update(k for k in node if k in UNENFORCED)
-            stack.extend(v for k, v in node.items() if k not in ("enum", "const", "default", "examples"))
-        elif isinstance(node, list):
-            stack.extend(node)
-    return sorted(found)
 
 
 def show_call(record: dict) -> None:

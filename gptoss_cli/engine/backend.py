@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import ctypes
+import threading
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
 from converters.errors import BadInputError, RunFailure
-from gptoss_cli.engine.constrain import Controller, GrammarChains
+from gptoss_cli.engine.constrain import Controller
 from gptoss_cli.engine.llama_log import llama_log, stop_echo
 from gptoss_cli.engine.loader import LoadOptions, Model, ModelLoadFailure, load_model
 from gptoss_cli.engine.sampling import Sampler
+from gptoss_cli.engine.structured import GrammarChains
 from gptoss_cli.engine.threads import math_threads
 
 # The sliding-window cache is sized to the window (not llama.cpp's default, the whole context); a copy of
@@ -89,6 +91,8 @@ class Backend:
         self.reused_tokens = 0  # prompt tokens the last generate took from the cache instead of decoding
         self._window: tuple[list[int], int] | None = None  # saved sliding-window cache: (its tokens, bytes)
         self._window_buf: ctypes.Array | None = None
+        self._grammar_tok = None
+        self._grammar_lock = threading.Lock()
 
     @property
     def ctx(self):
@@ -144,6 +148,15 @@ class Backend:
             return buf.raw[:n]
         return self._piece.raw[:n]
 
+    def grammar_tokenizer(self):
+        """llguidance's tokenizer for this vocabulary (engine/structured.py), built on first use."""
+        from gptoss_cli.engine import structured
+
+        with self._grammar_lock:
+            if self._grammar_tok is None:
+                self._grammar_tok = structured.tokenizer(structured.vocab_pieces(self._vocab, self.n_vocab))
+            return self._grammar_tok
+
     # --- generation -------------------------------------------------------------------------------
 
     def generate(self, prompt: list[int], *, temperature: float, top_p: float, max_tokens: int,
@@ -157,7 +170,7 @@ class Backend:
             raise ContextFull(None, f"the prompt is {len(prompt)} tokens, the context holds {self.n_ctx}",
                               "Start a new conversation or raise --ctx-size")
         sampler = Sampler(self.n_vocab, temperature=temperature, top_p=top_p, seed=self.opts.seed)
-        sample, chains = sampler.sample, GrammarChains(self._vocab, sampler)
+        sample, chains = sampler.sample, GrammarChains(self.grammar_tokenizer, sampler)
         try:
             self._feed(prompt)
             one = (ctypes.c_int32 * 1)()

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from converters.errors import BadInputError
 from gptoss_cli.engine.backend import Backend, BackendOptions, ContextFull, common_prefix, swa_covers
-from gptoss_cli.engine.constrain import GrammarChains
 from gptoss_cli.engine.harmony import STOP_IDS
 from gptoss_cli.engine.jobs import Job, QueueFull, ShuttingDown
 from gptoss_cli.engine.sampling import Sampler
+from gptoss_cli.engine.structured import GrammarChains
 
 
 @dataclass
@@ -193,7 +193,7 @@ class BatchEngine:
         slot.sampler = Sampler(self._n_vocab, temperature=job.temperature, top_p=job.top_p, seed=job.seed)
         ctl = job.control
         if ctl is not None:
-            slot.chains = GrammarChains(self._vocab, slot.sampler)
+            slot.chains = GrammarChains(self.backend.grammar_tokenizer, slot.sampler)
         slot.forced = ctl.begin() if ctl is not None else []
 
     def _step(self) -> None:

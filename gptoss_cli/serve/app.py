@@ -21,7 +21,7 @@ from gptoss_cli.serve import chat, responses
 from gptoss_cli.serve.api_error import APIError
 from gptoss_cli.serve.edge import Guard, read_json
 from gptoss_cli.serve.generation import Generation, now
-from gptoss_cli.serve.request import ParsedRequest, ServeDefaults
+from gptoss_cli.serve.request import ParsedRequest, ServeDefaults, compile_constraint
 
 DISCONNECT_POLL_S = 0.05
 
@@ -88,8 +88,8 @@ async def _start(engine: BatchEngine, plan: ParsedRequest, config: ServeConfig) 
     backend = engine.backend   # tokenized off the event loop: a long prompt must not stall other streams
     prompt = await asyncio.to_thread(plan.tokens, date, backend.tokenize, backend.tokenize_plain)
     control = None
-    if plan.constraint.active:
-        control = Controller(plan.constraint, engine.tokenize, engine.backend.token_bytes)
+    if plan.constraint.active:   # schemas compile off the event loop: a big one must not stall other streams
+        control = await asyncio.to_thread(_controller, engine, plan)
     gen = Generation(engine, prompt, max_tokens=plan.max_tokens or engine.n_ctx_seq, temperature=plan.temperature,
                      top_p=plan.top_p, seed=plan.seed if plan.seed is not None else engine.backend.opts.seed,
                      control=control, stop=plan.stop)
@@ -104,6 +104,17 @@ async def _start(engine: BatchEngine, plan: ParsedRequest, config: ServeConfig) 
     except BadInputError as exc:
         raise APIError(400, exc.message()) from None
     return gen
+
+
+def _controller(engine: BatchEngine, plan: ParsedRequest) -> Controller:
+    """The request's constraint controller, its grammars compiled (400 for a schema that cannot be enforced)."""
+    compile_constraint(plan)
+    if plan.constraint.target:
+        engine.backend.grammar_tokenizer()   # built once per model, here rather than on the engine thread
+    try:
+        return Controller(plan.constraint, engine.tokenize, engine.backend.token_bytes)
+    except BadInputError as exc:
+        raise APIError(400, exc.message()) from None
 
 
 async def _finish(request: Request, gen: Generation):

@@ -13,7 +13,7 @@ from typing import Any
 
 from converters.errors import BadInputError
 from gptoss_cli.engine import harmony
-from gptoss_cli.engine.constrain import Constraint, grammar_for
+from gptoss_cli.engine.constrain import Constraint
 from gptoss_cli.engine.harmony import Message
 from gptoss_cli.engine.harmony_tools import ToolSpec
 from gptoss_cli.serve.api_error import invalid_request
@@ -46,6 +46,7 @@ class ParsedRequest:
     tools: list[ToolSpec] = dataclasses.field(default_factory=list)
     effort: str = "medium"
     constraint: Constraint = dataclasses.field(default_factory=Constraint)
+    schema_param: str = "response_format"   # the field the answer's schema came from
     max_tokens: int | None = None
     temperature: float = 1.0
     top_p: float = 1.0
@@ -185,16 +186,29 @@ def constraint(plan: ParsedRequest, tool_choice: Any, schema: dict | None, budge
         tool = name
     else:
         raise invalid_request("tool_choice", 'must be "auto", "none", "required" or a named function')
-    c = Constraint(schema=schema, tool=tool, tool_schema=tools.get(tool) if tool else None, tools=tools_all,
-                   thinking_budget=budget)
-    try:
-        for s in [schema] if schema is not None else []:
-            grammar_for(s)
-        for name in ([tool] if tool else list(tools_all or [])):
-            grammar_for(tools[name])
-    except BadInputError as exc:
-        raise invalid_request("response_format" if schema is not None else "tools", exc.why) from None
-    return c
+    plan.schema_param = "response_format" if nested else "text.format"
+    return Constraint(schema=schema, tool=tool, tool_schema=tools.get(tool) if tool else None, tools=tools_all,
+                      thinking_budget=budget)
+
+
+def compile_constraint(plan: ParsedRequest) -> None:
+    """Compile every grammar the plan's Constraint samples under (CPU work: call it off the event loop);
+    a schema that cannot be enforced is a 400 naming its field."""
+    from gptoss_cli.engine.structured import compile_schema
+
+    c = plan.constraint
+    if c.schema is not None:
+        try:
+            compile_schema(c.schema)
+        except BadInputError as exc:
+            raise invalid_request(plan.schema_param, exc.why) from None
+    forced = [c.tool] if c.tool else list(c.tools or [])
+    for i, spec in enumerate(plan.tools):
+        if spec.name in forced:
+            try:
+                compile_schema(spec.parameters)
+            except BadInputError as exc:
+                raise invalid_request(f"tools[{i}]", f"the parameters of {spec.name}: {exc.why}") from None
 
 
 def json_schema(fmt: Any, param: str) -> dict | None:

@@ -120,6 +120,9 @@ def run_serve(opts: ServeOptions) -> None:
     try:
         with ui.status(f"loading {gguf.name} ({opts.parallel} slots)"):
             engine = BatchEngine(gguf, opts.backend, parallel=opts.parallel, queue=opts.queue)
+            # JSON-schema answers need llguidance's view of the vocabulary; built now, it never holds up
+            # requests in flight (the build holds the interpreter lock).
+            engine.backend.grammar_tokenizer()
     except BaseException:
         sock.close()
         raise

@@ -1,6 +1,6 @@
 """`make bench`: every benchmark in one run, printed as tables and written as JSON.
 
-    python -m tests.bench.run --out bench-out [--only convert,chat,offload,pull,recipes,rpc,serve,prune-stats]
+    python -m tests.bench.run --out bench-out [--only convert,chat,offload,pull,recipes,rpc,serve,prune-stats,constrain]
 """
 
 from __future__ import annotations
@@ -142,8 +142,31 @@ def bench_prune_stats(out: Path) -> dict:
     return result
 
 
+def bench_constrain(out: Path) -> dict:
+    from converters.convert import convert_checkpoint
+    from converters.fixture import write_checkpoint
+
+    fixture = out / "fixture-mxfp4.gguf"
+    if not fixture.exists():
+        convert_checkpoint(write_checkpoint(out / "fixture", "tiny", seed=0, force=True), fixture, "mxfp4",
+                           force=True)
+    console.print("[bold]constrain: sampling cost per token over the 201k vocabulary, free vs llguidance vs "
+                  "the former GBNF path (fixture, suite schemas)")
+    result = _optional("constrain_bench", lambda m: m.run(fixture))
+    t = Table(title=f"constrain: {result.get('schemas')} schemas x {result.get('seeds')} seeds, "
+                    f"<= {result.get('max_tokens')} tokens; {result.get('cpu')}")
+    for col in ("sampler", "µs/token", "answers", "valid", "cut at the limit", "schemas refused"):
+        t.add_column(col, justify="right")
+    for r in result.get("rows", []):
+        t.add_row(r["sampler"], str(r["us_per_token"]), str(r["answers"]), str(r["valid"]), str(r["cut"]),
+                  str(r["refused"]))
+    console.print(t)
+    return result
+
+
 BENCHES = {"convert": bench_convert, "chat": bench_chat, "offload": bench_offload, "pull": bench_pull,
-           "recipes": bench_recipes, "rpc": bench_rpc, "serve": bench_serve, "prune-stats": bench_prune_stats}
+           "recipes": bench_recipes, "rpc": bench_rpc, "serve": bench_serve, "prune-stats": bench_prune_stats,
+           "constrain": bench_constrain}
 
 
 def main(argv: list[str] | None = None) -> int:
