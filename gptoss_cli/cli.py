@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from gptoss_cli import __version__
-from gptoss_cli.commands import models, quant, run
+from gptoss_cli.commands import models, prune, quant, run
 
 app = typer.Typer(
     name="gptoss",
@@ -29,6 +29,7 @@ COMMANDS = (
     ("recipes", quant.recipes, None),
     ("imatrix", quant.imatrix, None),
     ("eval", quant.eval_, None),
+    ("prune", prune.prune, prune.PRUNE_EXIT_CODES),
     ("worker", run.worker, run.WORKER_EXIT_CODES),
 )
 for _name, _function, _epilog in COMMANDS:

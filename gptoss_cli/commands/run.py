@@ -161,6 +161,8 @@ def plan(
     json_out: JsonOut = False,
     rpc: Optional[str] = typer.Option(None, "--rpc", help="Plan for these `gptoss worker`s: "
                                                           "HOST:PORT[,HOST:PORT...]."),
+    keep: Optional[int] = typer.Option(None, "--keep", help="Plan for the model pruned to N experts per layer "
+                                                            "(`gptoss prune --keep N`)."),
 ) -> None:
     """Plan memory without loading anything: what goes on the GPU, what stays in RAM, the --n-cpu-moe to use.
 
@@ -175,10 +177,12 @@ def plan(
         gptoss plan gpt-oss-120b-mxfp4.gguf --json | jq .n_cpu_moe
 
         gptoss plan 120b --rpc 10.0.0.2:50052,10.0.0.3:50052   # asks each worker for its memory
+
+        gptoss plan 120b --keep 64 --vram 24GB       # after `gptoss prune 120b --keep 64`
     """
     from gptoss_cli.memory.planning import run_plan
 
-    run_guarded(lambda: run_plan(model, ctx_size, vram, ram, flash_attn.value, json_out, rpc))
+    run_guarded(lambda: run_plan(model, ctx_size, vram, ram, flash_attn.value, json_out, rpc, keep))
 
 
 def worker(

@@ -10,33 +10,43 @@ from gptoss_cli.memory.devices import Device, gpu_devices, parse_size, ram_devic
 from gptoss_cli.memory.multi import MultiPlan, multi_rows, multi_title, plan_devices
 from gptoss_cli.memory.plan import (GiB, DoesNotFit, Plan, advice, flash_attn_used, plan_memory, plan_rows,
                                     plan_title)
-from gptoss_cli.memory.shapes import KNOWN_CONFIGS, ModelShape, shape_from_config, shape_from_config_file, shape_from_gguf
+from gptoss_cli.memory.shapes import (KNOWN_CONFIGS, ModelShape, check_keep, config_of, shape_from_config,
+                                      shape_from_gguf)
 
 
-def load_shape(model: str | None) -> tuple[ModelShape, str]:
-    """The shape of a model argument and where it came from: GGUF header, config.json, or built-in."""
+def load_shape(model: str | None, keep: int | None = None) -> tuple[ModelShape, str]:
+    """The shape of a model argument and where it came from: GGUF header, config.json, or built-in; with keep,
+    the shape after pruning to keep experts per layer (exact from a GGUF header)."""
     from gptoss_cli import paths
 
     if model is not None and Path(model).expanduser().exists():
         p = Path(model).expanduser()
         if p.is_dir():
-            return shape_from_config_file(p), "estimate from config.json (recipe mxfp4)"
-        return shape_from_gguf(p), "GGUF header"
+            return _from_config(config_of(p), p.name, keep), "estimate from config.json (recipe mxfp4)"
+        return shape_from_gguf(p, keep), "GGUF header"
     try:
         gguf_path = paths.resolve_gguf(model)
-        return shape_from_gguf(gguf_path), f"GGUF header of {gguf_path.name}"
+        return shape_from_gguf(gguf_path, keep), f"GGUF header of {gguf_path.name}"
     except ModelNotFound:
         if model is None or model.endswith(".gguf"):
             raise
     repo = paths.repo_id_for(model)
     snap = paths.cached_snapshot(repo)
     if snap is not None:
-        return shape_from_config_file(snap), f"estimate from {repo} config.json (recipe mxfp4)"
+        return _from_config(config_of(snap), snap.name, keep), f"estimate from {repo} config.json (recipe mxfp4)"
     size = paths.short_name(repo).lower()
     if size in KNOWN_CONFIGS:
-        return (shape_from_config(KNOWN_CONFIGS[size], f"gpt-oss-{size}"),
+        return (_from_config(KNOWN_CONFIGS[size], f"gpt-oss-{size}", keep),
                 f"estimate from the gpt-oss-{size} release shape (recipe mxfp4)")
     raise ModelNotFound(model, "no GGUF, snapshot or known shape for it", "Pass a .gguf, a folder, 20b or 120b")
+
+
+def _from_config(config: dict, name: str, keep: int | None) -> ModelShape:
+    if keep is not None:
+        check_keep(keep, int(config.get("num_experts_per_tok") or config.get("experts_per_token") or 1),
+                   int(config.get("num_local_experts", 0)), name)
+        config = {**config, "num_local_experts": keep}
+    return shape_from_config(config, name)
 
 
 def probe(vram: str | None, ram: str | None) -> tuple[int, int, list[Device]]:
@@ -56,13 +66,15 @@ def probe(vram: str | None, ram: str | None) -> tuple[int, int, list[Device]]:
 
 
 def run_plan(model: str | None, ctx: int, vram: str | None, ram: str | None, flash_attn: str,
-             as_json: bool, rpc: str | None = None) -> None:
+             as_json: bool, rpc: str | None = None, keep: int | None = None) -> None:
     """`gptoss plan`: print where everything goes; DoesNotFit when nothing does."""
     from gptoss_cli import ui
 
     if ctx < 1:
         raise BadInputError(str(ctx), "--ctx-size must be positive")
-    shape, source = load_shape(model)
+    shape, source = load_shape(model, keep)
+    if keep is not None:
+        source += f", pruned to {keep} experts per layer"
     if rpc:
         return _run_plan_rpc(shape, source, model, ctx, vram, ram, flash_attn, as_json, rpc)
     gpu_free, ram_free, devices = probe(vram, ram)
