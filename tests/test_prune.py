@@ -20,6 +20,7 @@ from converters.fixture import write_checkpoint
 from converters.prune import KEY_CALIB_TOKENS, KEY_CRITERION, KEY_KEPT, KEY_SOURCE, plan_prune, read_source
 from converters.prune_copy import write_pruned
 from gptoss_cli.prune import calibration
+from gptoss_cli.prune.heldout import HELDOUT
 from oracles import harmony_tokens, kl_and_top1, llama_cpp_logits, reference_logits
 
 from conftest import ROOT
@@ -71,17 +72,28 @@ def _pruned_by_cli(cli, src, out, *extra):
     return json.loads(r.stdout)
 
 
+# With 6 experts instead of 8 llama.cpp computes the same routing (checked with the statistics hook) but its
+# float32 sums do not always run in the same order: the logits agree exactly on the 103-token sequence below
+# and over the first 70 positions of the held-out text, after which they drift (KL 1.1e-4, top-1 98% over its
+# 512-token chunks) as a random-weight model amplifies float32 rounding layer after layer. Dropping one live expert per layer instead measured KL 0.04.
+EXACT_KL, NOISE_KL, LIVE_DROPPED_KL = 1e-9, 1e-3, 1e-2
+
+
 @pytest.mark.slow
 def test_pruning_the_dead_experts_keeps_the_logits(cli, dead_gguf, calib, tokens, tmp_path):
     out = tmp_path / "dead-6e.gguf"
     doc = _pruned_by_cli(cli, dead_gguf, out, "--text", str(calib), "--calib-tokens", "768")
     assert doc["kept"] == LIVE                       # the statistics found the experts no token uses
     assert out.stat().st_size == doc["bytes"]
-    kl, top1 = kl_and_top1(llama_cpp_logits(dead_gguf, tokens), llama_cpp_logits(out, tokens))
-    assert kl < 1e-9 and top1 == 1.0, (kl, top1)     # the same computation: float noise at most
+    unpruned = llama_cpp_logits(dead_gguf, tokens)
+    kl, top1 = kl_and_top1(unpruned, llama_cpp_logits(out, tokens))
+    assert kl < EXACT_KL and top1 == 1.0, (kl, top1)
     loss = doc["eval"]["results"][1]                 # gptoss eval's measure on the built-in held-out text
-    assert loss["kl_mean"] < 1e-9 and loss["top1"] == 1.0
+    assert loss["kl_mean"] < NOISE_KL and loss["top1"] >= 0.95, loss
     assert doc["eval"]["scored_tokens"] > 0 and doc["calibration_tokens"] == 768
+    live_dropped = [sorted(ids[1:] + [DEAD[il][0]]) for il, ids in enumerate(LIVE)]
+    control = write_pruned(plan_prune(read_source(dead_gguf), live_dropped, "reap", 0), tmp_path / "c.gguf")
+    assert kl_and_top1(unpruned, llama_cpp_logits(control, tokens))[0] > LIVE_DROPPED_KL
 
 
 @pytest.mark.slow
@@ -162,7 +174,9 @@ def test_pruned_file_matches_transformers_on_the_sliced_checkpoint(tiny6, tiny6_
     (["--keep", "6", "--target-size", "1GB"], "exactly one of --keep"),
     ([], "exactly one of --keep"),
     (["--target-size", "1MB"], "too small"),
-    (["--keep", "6", "--stats", "nope.npz", "--dry-run", "--text", "missing.txt"], None),
+    (["--keep", "6", "--text", "missing.txt"], "no such file"),
+    (["--keep", "6", "--text", str(HELDOUT), "--eval-text", str(HELDOUT)], "also a calibration text"),
+    (["--keep", "6", "--stats", "nope.npz", "--dry-run"], None),
 ])
 def test_bad_values_exit_2_with_one_line(cli, tiny6_gguf, tmp_path, args, why):
     r = cli("prune", str(tiny6_gguf), *args, "-o", str(tmp_path / "o.gguf"))
