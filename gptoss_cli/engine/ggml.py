@@ -164,7 +164,7 @@ class ThreadpoolParams(ctypes.Structure):
 @cache
 def vec_soft_max():
     """ggml-cpu's vectorised `y[i] = exp(x[i] - max)` over float32 arrays, returning the sum as a double
-    (`ggml_vec_soft_max_f32(n, y, x, max)`, the kernel of llama.cpp's softmax op: ~4x numpy's exp on AVX2);
+    (`ggml_vec_soft_max_f32(n, y, x, max)`, the SIMD kernel of llama.cpp's softmax op);
     None where this build's CPU backend does not export it (a backend loaded by path, GGML_BACKEND_DL)."""
     lib()
     cpu = _loaded("ggml-cpu")

@@ -1,9 +1,10 @@
 """Token sampling from llama.cpp's logits: greedy, temperature, top-p, a seeded draw.
 
-The same distribution as llama.cpp's temp + top-p + dist chain, vectorised: llama.cpp's scalar softmax over
-gpt-oss's 201k-token vocabulary costs ~3.5 ms a token on a 2-core CPU (a third of a small model's decode
-step, paid once per slot per step in serve). Here the exponentials come from ggml's own SIMD kernel
-(~0.15 ms; numpy's exp, ~0.5 ms, where the build lacks it) and the draw never needs a 201k-long cumsum.
+The same distribution as llama.cpp's temp + top-p + dist chain, vectorised. llama.cpp's sampler chain runs a
+scalar softmax over gpt-oss's 201k-token vocabulary for every token (once per slot per step in serve); here
+the exponentials come from ggml's own SIMD softmax kernel (numpy's exp where the build does not export it),
+and the draw picks a 512-token block by its mass, then a token inside it, so it never needs a 201k-long cumsum.
+`make bench ONLY=chat` compares the result with llama.cpp's own decode loop.
 """
 
 from __future__ import annotations

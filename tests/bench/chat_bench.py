@@ -3,8 +3,8 @@
 Each side runs as a user would run it, with no thread or flash-attention option: gptoss's defaults against
 (1) a bare llama-cpp-python decode loop that takes llama.cpp's defaults (libllama's context defaults, with
 the thread count llama.cpp's tools use, common_cpu_get_num_math) and (2) `llama-bench` built from the same
-vendored llama.cpp, whose defaults are llama.cpp's own (it reports the thread count it chose). Pinning both
-sides to one thread count once hid a 2x loss, so nothing is pinned here.
+vendored llama.cpp, whose defaults are llama.cpp's own (it reports the thread count it chose). Nothing is
+pinned: each side's own choice of threads and flash attention is part of what is measured.
 
 gptoss and the bare loop run in fresh processes (model loaded, then one generation) with the same harmony
 prompt, context size and sampler (temperature 1.0, top_p 1.0, seeded); time to first token runs from

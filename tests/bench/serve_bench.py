@@ -3,8 +3,8 @@ vendors, so the kernels are the same) and llama-cpp-python's own server, with 1,
 
 Each server runs with its own defaults and as many slots as the most streams measured (`-np 8` for
 llama-server, `--parallel 8` for gptoss; llama-cpp-python's server has one). All servers stay up and take
-turns round by round (order reversed each repeat): on a shared machine a burst of load once made whichever
-server ran alone at that moment 10-30x slower. Every stream asks for `tokens`
+turns round by round (order reversed each repeat), so a burst of load on a shared machine falls on every
+server's round alike instead of on whichever server runs alone at that moment. Every stream asks for `tokens`
 new tokens on its own prompt (the same harmony prompts for every server: gptoss gets chat messages and
 renders them; the peers get the rendered harmony text on /v1/completions, because llama-server's chat
 endpoint answers HTTP 500 when random weights stray from harmony). Aggregate tok/s = all streamed tokens /
