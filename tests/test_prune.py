@@ -229,13 +229,29 @@ def test_sizes_known_before_anything_runs(cli, tiny6_gguf, tmp_path):
     assert bad.returncode == 2 and "--keep must be between 4" in bad.stderr
 
 
-def test_sigint_mid_write_exits_130_and_leaves_nothing(tiny6_gguf, tmp_path):
+def _random_stats(path):
     from gptoss_cli.prune.stats import ExpertStats
 
-    rng = np.random.default_rng(0)
-    counts = rng.integers(1, 100, (6, 8))
-    stats = tmp_path / "s.npz"
-    ExpertStats(counts, counts * 0.5, counts * 1.0, counts * 2.0, tokens=100, source="x", top_k=4).save(stats)
+    counts = np.random.default_rng(0).integers(1, 100, (6, 8))
+    ExpertStats(counts, counts * 0.5, counts * 1.0, counts * 2.0, tokens=100, source="x", top_k=4).save(path)
+    return path
+
+
+@pytest.mark.slow
+def test_a_snapshot_is_converted_first(cli, tiny6, tmp_path, isolated_home):
+    stats = _random_stats(tmp_path / "s.npz")
+    r = cli("prune", str(tiny6), "--keep", "5", "--stats", str(stats), "--no-eval", "--yes", "--json",
+            "-o", str(tmp_path / "p.gguf"), timeout=900)
+    assert r.returncode == 0, r.stderr
+    converted = list((isolated_home / "gptoss" / "models").glob("*.gguf"))
+    assert [p.name for p in converted] == ["gpt-oss-tiny6-mxfp4.gguf"]
+    doc = json.loads(r.stdout)
+    assert doc["source"] == str(converted[0]) and doc["experts_kept"] == 5
+    assert (tmp_path / "p.gguf").stat().st_size == doc["bytes"]
+
+
+def test_sigint_mid_write_exits_130_and_leaves_nothing(tiny6_gguf, tmp_path):
+    stats = _random_stats(tmp_path / "s.npz")
     out_dir, marker = tmp_path / "out", tmp_path / "held"
     out_dir.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "gptoss_cli", "prune", str(tiny6_gguf), "--keep", "5",

@@ -63,13 +63,19 @@ def resolve_source(opts: PruneOptions) -> Path:
     if opts.dry_run:
         raise ModelNotFound(opts.model, "there is no GGUF of it yet, and --dry-run converts nothing",
                             f"Run `gptoss quantize {opts.model}` first, or drop --dry-run")
-    if not opts.yes and sys.stdin.isatty() and not ui.confirm(f"{folder} has no GGUF yet: convert it (recipe mxfp4) first?"):
+    ask = f"{folder} has no GGUF yet: convert it (recipe mxfp4) first?"
+    if not opts.yes and sys.stdin.isatty() and not ui.confirm(ask):
         raise BadInputError(opts.model, "not converted", "Run `gptoss quantize` first, or pass --yes")
-    from gptoss_cli.quant.quantize import QuantizeOptions, run_quantize
+    from converters.convert import convert_checkpoint
+    from gptoss_cli.quant.quantize import _progress, gguf_stem
 
-    ui.info(f"converting {folder} first (recipe mxfp4)")
-    result = run_quantize(QuantizeOptions(model=opts.model, force=opts.force))
-    return Path(result.path)
+    out = paths.default_gguf_path(gguf_stem(folder, opts.model), "mxfp4")
+    if out.is_file() and not opts.force:
+        ui.info(f"using {out}, converted from {folder} before")
+        return out
+    ui.info(f"converting {folder} first (recipe mxfp4) to {out}")
+    with ui.byte_progress("converting") as advance:
+        return convert_checkpoint(folder, out, recipe="mxfp4", force=opts.force, progress=_progress(advance)).path
 
 
 def choose_keep(src: SourceLayout, opts: PruneOptions) -> int:
