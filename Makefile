@@ -25,7 +25,7 @@ else
 endif
 export CMAKE_ARGS
 
-.PHONY: install test demo bench clean
+.PHONY: install lint test demo bench clean
 
 install: $(VENV)/.installed
 
@@ -38,12 +38,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m gptoss_cli.engine.ggml $(LLAMA_BACKENDS)
 	touch $@
 
+# ruff (pyflakes, pycodestyle, isort, bugbear, pyupgrade for Python 3.10) over the repository and mypy over
+# gptoss_cli/ and converters/; settings in pyproject.toml. `make test` runs it first.
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
 # Two pytest-xdist workers: a native crash in one test (a segfault inside llama.cpp) is reported as that test's
 # failure ("worker 'gw0' crashed while running ..."), the worker is replaced and the rest of the suite still
 # runs. xdist's default distribution: with --dist loadfile a crashed worker's file is sent out again whole,
 # crashing test included, until xdist gives up on restarting workers.
 TEST_WORKERS ?= 2
-test: install
+test: install lint
 	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 # The main job offline: a tiny RANDOM-weight gpt-oss checkpoint in the official layout -> GGUF -> one-shot chat.

@@ -14,10 +14,10 @@ import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as T
 
+from converters.convert import tensor_nbytes
 from converters.errors import RecipeError
 from converters.recipes import EXPERT_CLASSES, QuantSpec, TensorRule, edge_layers
 from converters.sizing import SizePlan, fallback, pad
-from converters.convert import tensor_nbytes
 
 LADDER = (T.Q2_K, T.Q3_K, T.MXFP4)     # nothing above MXFP4 is more precise: it is what the release ships
 TOLERANCE = 0.02
@@ -63,25 +63,25 @@ def sensitivities(n_layers: int, imatrix: dict[str, np.ndarray] | None) -> dict[
 def allocate(plan: SizePlan, target: int, imatrix: dict[str, np.ndarray] | None) -> Allocation:
     """Per-layer expert types for a plan (from the spec without target) so the file is at most target bytes."""
     spec = plan.spec
-    experts = [t for t in plan.tensors if t.cls in EXPERT_CLASSES and t.layer is not None]
-    pinned = {t.layer for t in experts if any(r.pattern.search(t.name) for r in spec.rules)}
-    layers = sorted({t.layer for t in experts} - pinned)
+    experts = [(t.layer, t) for t in plan.tensors if t.cls in EXPERT_CLASSES and t.layer is not None]
+    pinned = {n for n, t in experts if any(r.pattern.search(t.name) for r in spec.rules)}
+    layers = sorted({n for n, _ in experts} - pinned)
     cost, ladder = {}, {}
     for n in layers:
-        sizes = {r: sum(pad(tensor_nbytes(fallback(r, t.shape[-1])[0], t.shape)) for t in experts if t.layer == n)
+        sizes = {r: sum(pad(tensor_nbytes(fallback(r, t.shape[-1])[0], t.shape)) for m, t in experts if m == n)
                  for r in LADDER}
         # A rung that falls back to a bigger block type (rows of 2880, as in gpt-oss, fit no 256-block type)
         # is dropped when it is not smaller than the rung above it.
         keep = [r for i, r in enumerate(LADDER) if i == len(LADDER) - 1 or sizes[r] < sizes[LADDER[i + 1]]]
         ladder[n], cost[n] = keep, [sizes[r] for r in keep]
-    fixed = plan.total_bytes - sum(pad(t.nbytes) for t in experts if t.layer in cost)
+    fixed = plan.total_bytes - sum(pad(t.nbytes) for m, t in experts if m in cost)
     rung = dict.fromkeys(layers, 0)
     total = fixed + sum(c[0] for c in cost.values())
     if total > target:
         lowest = "/".join(sorted({ladder[n][0].name for n in layers})) or "no free"
         raise RecipeError(f"--target-size {_size(target)}", f"too small: the smallest choice ({lowest} experts "
                           f"in every layer) is {_size(total)}", "Choose a larger --target-size")
-    sens = sensitivities(max([t.layer for t in experts], default=-1) + 1, imatrix)
+    sens = sensitivities(max([m for m, _ in experts], default=-1) + 1, imatrix)
     while True:
         best, best_gain = None, 0.0
         for n in layers:

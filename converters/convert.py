@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import gguf
 import numpy as np
@@ -24,6 +26,9 @@ from converters.recipes import Recipe, get_recipe
 from converters.snapshot import Snapshot
 from converters.tensor_map import MXFP4, OutSpec, output_specs
 from converters.tokenizer import Vocab, load_vocab
+
+if TYPE_CHECKING:
+    from converters.sizing import SizedTensor  # sizing imports this module
 
 CHUNK_ELEMENTS = 1 << 23                         # rows are converted in chunks of about 8M elements
 BF16_F16_OVERFLOW = 0x4780                       # |bf16 bits| >= this is >= 65536: beyond F16's max 65504
@@ -49,7 +54,7 @@ class ConvertResult:
 
     path: Path
     recipe: str
-    tensors: list[PlannedTensor]
+    tensors: list[PlannedTensor] | list[SizedTensor]  # SizedTensor: written through llama.cpp's quantizer
     bytes_written: int
     input_bytes: int
     seconds: float
@@ -138,16 +143,23 @@ def _chunks(snap: Snapshot, t: PlannedTensor, offset: int) -> Iterator[Chunk]:
         experts = snap.entry(blocks).shape[0]
         for e in range(experts):
             yield Chunk(t.name, offset + e * (t.nbytes // experts), t.nbytes // experts,
-                        lambda e=e: repack_hf_to_ggml(snap.read_rows(blocks, e, 1)[0, rows],
-                                                      snap.read_rows(scales, e, 1)[0, rows]))
+                        functools.partial(_expert_chunk, snap, blocks, scales, e, rows))
         return
     for start, count in _row_chunks(snap, spec.source):
         nbytes = tensor_nbytes(t.qtype, (count, *t.shape[1:]))
-        yield Chunk(t.name, offset, nbytes,
-                    lambda s=start, n=count: _float_chunk(snap.read_rows(spec.source, s, n)[:, rows]
-                                                          if spec.rows else snap.read_rows(spec.source, s, n),
-                                                          t.qtype, t.name))
+        yield Chunk(t.name, offset, nbytes, functools.partial(_rows_chunk, snap, t, start, count))
         offset += nbytes
+
+
+def _expert_chunk(snap: Snapshot, blocks: str, scales: str, expert: int, rows: slice) -> np.ndarray:
+    """One expert's MXFP4 blocks and scales, repacked to GGML's layout."""
+    return repack_hf_to_ggml(snap.read_rows(blocks, expert, 1)[0, rows], snap.read_rows(scales, expert, 1)[0, rows])
+
+
+def _rows_chunk(snap: Snapshot, t: PlannedTensor, start: int, count: int) -> np.ndarray:
+    """Rows [start, start+count) of a float tensor, converted to its planned type."""
+    bits = snap.read_rows(t.spec.source, start, count)
+    return _float_chunk(bits[:, t.spec.rows] if t.spec.rows else bits, t.qtype, t.name)
 
 
 def check_output(out_path: Path, need: int, force: bool, what: str = "the output") -> None:
@@ -224,10 +236,13 @@ def write_header(path: Path, snap: Snapshot, vocab: Vocab, rec: Recipe,
 def _write(snap: Snapshot, rec: Recipe, vocab: Vocab, planned: list[PlannedTensor], partial: Path,
            progress: Progress | None, workers: int | None) -> None:
     writer = write_header(partial, snap, vocab, rec, planned)
+    assert writer.fout is not None  # write_header opened the file
     fout = writer.fout[0]
     writer.write_padding(fout, fout.tell())
     fout.flush()
-    offset, copies, converted = fout.tell(), [], []
+    offset = fout.tell()
+    copies: list[Copy] = []
+    converted: list[tuple[PlannedTensor, int]] = []
     for t in planned:
         if _is_raw_copy(snap, t):
             copies += split(Copy(t.name, offset, t.nbytes, _copier(snap, t.spec.source)))

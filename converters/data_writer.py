@@ -10,9 +10,9 @@ between tensors is the zero-filled hole left by ftruncate.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -53,7 +53,7 @@ def _run(fd: int, piece: Copy | Chunk) -> int:
     if isinstance(piece, Copy):
         done = piece.copy(fd, piece.offset, piece.start, piece.nbytes)
     else:
-        view, done = memoryview(np.ascontiguousarray(piece.make()).reshape(-1).view(np.uint8)), 0
+        view, done = np.ascontiguousarray(piece.make()).reshape(-1).view(np.uint8).data, 0
         while done < view.nbytes:
             done += os.pwrite(fd, view[done:], piece.offset + done)
     if done != piece.nbytes:

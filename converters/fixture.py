@@ -170,7 +170,7 @@ def _write_all(folder: Path, shape: FixtureShape, seed: int, tiktoken_path: Path
             progress(done, total)
 
     weight_map = {}
-    for name, group in zip(_shard_names(shape.shards), _split(tensors, shape.shards)):
+    for name, group in zip(_shard_names(shape.shards), _split(tensors, shape.shards), strict=True):
         _write_safetensors(folder / name, group, tick)
         weight_map.update({t.name: name for t in group})
     if shape.shards > 1:

@@ -6,12 +6,11 @@ ctypes releases the GIL during each call, so chunks convert in parallel on a thr
 from __future__ import annotations
 
 import ctypes
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as T
-
 
 # Types converted with the CPU backend's vectorised row function (the one llama.cpp applies to activations).
 # For Q8_0 it equals the reference quantizer except for rare rounding ties (a code off by one).
@@ -26,7 +25,7 @@ class _TypeTraitsCpu(ctypes.Structure):
                 ("vec_dot_type", ctypes.c_int), ("nrows", ctypes.c_int64)]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _from_float(qtype: T):
     lib = _lib()
     lib.ggml_get_type_traits_cpu.argtypes = [ctypes.c_int]

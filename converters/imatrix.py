@@ -161,7 +161,8 @@ class Collector:
     """The graph callback: squared activations of every blk.* matrix multiplication."""
 
     def __init__(self, stats: Stats) -> None:
-        self.stats, self.lib, self.error = stats, _ggml_base(), None
+        self.stats, self.lib = stats, _ggml_base()
+        self.error: Exception | None = None
         self.ops: dict[int, str] = {}
 
     def op(self, t: _GGMLTensor) -> str:

@@ -9,8 +9,21 @@ from gguf import GGMLQuantizationType as T
 from gguf import LlamaFileType as FT
 
 from converters.errors import RecipeError
-from converters.tensor_map import (ATTN_K, ATTN_O, ATTN_Q, ATTN_V, BIAS, EMBED, EXPERT_CLASSES, EXPERT_DOWN,
-                                   EXPERT_GATE_UP, NORM, OUTPUT, ROUTER, SINK)
+from converters.tensor_map import (
+    ATTN_K,
+    ATTN_O,
+    ATTN_Q,
+    ATTN_V,
+    BIAS,
+    EMBED,
+    EXPERT_CLASSES,
+    EXPERT_DOWN,
+    EXPERT_GATE_UP,
+    NORM,
+    OUTPUT,
+    ROUTER,
+    SINK,
+)
 
 # llama.cpp reads these as F32 whatever the file type (as its own converter writes them).
 ALWAYS_F32 = {ROUTER: T.F32, NORM: T.F32, SINK: T.F32, BIAS: T.F32}

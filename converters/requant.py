@@ -15,8 +15,8 @@ import shutil
 import struct
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -35,7 +35,7 @@ def quantize_file(src: Path, dst: Path, plan: SizePlan, imatrix: dict[str, np.nd
     """Write dst from the lossless src with the plan's per-tensor types; RunFailure if llama.cpp refuses."""
     import llama_cpp
 
-    keep = []   # ctypes buffers that must outlive the call
+    keep: list[object] = []   # ctypes buffers that must outlive the call
     params = llama_cpp.llama_model_quantize_default_params()
     params.nthread = threads or 0
     params.ftype = int(plan.spec.recipe.file_type)
@@ -111,7 +111,9 @@ class _Log:
 
         self.sizes = {t.name: t.nbytes for t in plan.tensors}
         self.total = sum(self.sizes.values())
-        self.progress, self.current, self.last_error, self.lines = progress, None, "", []
+        self.progress, self.last_error = progress, ""
+        self.current: str | None = None
+        self.lines: list[str] = []
         self.callback = llama_cpp.llama_log_callback(self._on_log)
 
     def _on_log(self, level: int, text: bytes, user_data) -> None:

@@ -7,6 +7,7 @@ import mmap
 import os
 import struct
 from dataclasses import dataclass
+from itertools import pairwise
 from math import prod
 from pathlib import Path
 
@@ -80,7 +81,7 @@ class SafetensorsFile:
         row_bytes = prod(inner) * size
         out = np.empty((count, *inner) if entry.shape else (), dtype=dtype)
         fd = self._open()
-        view = memoryview(out.reshape(-1).view(np.uint8))
+        view = out.reshape(-1).view(np.uint8).data
         offset, done = entry.start + start * row_bytes, 0
         while done < view.nbytes:
             n = os.preadv(fd, [view[done:]], offset + done)
@@ -182,6 +183,6 @@ def _entry(path: Path, name: str, rec: object, base: int, size: int) -> TensorEn
 
 def _check_overlaps(path: Path, entries: dict[str, TensorEntry]) -> None:
     ordered = sorted((e for e in entries.values() if e.nbytes), key=lambda e: e.start)
-    for prev, cur in zip(ordered, ordered[1:]):
+    for prev, cur in pairwise(ordered):
         if cur.start < prev.end:
             raise _fail(path, f"tensors {prev.name!r} and {cur.name!r} overlap in the data section")

@@ -153,6 +153,7 @@ def estimate_bytes(hp, spec: QuantSpec) -> int:
 
     sources, total = expected_sources(hp), 0
     via_llama = spec.custom or not spec.recipe.native
+    shape: tuple[int, ...]
     for s in output_specs(hp.layers):
         if s.kind == MXFP4:
             e, rows, nb, _ = sources[s.source + "_blocks"][1]

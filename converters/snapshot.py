@@ -41,14 +41,15 @@ class HParams:
     rope_scaling: dict = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, config: dict, path: Path) -> "HParams":
+    def from_config(cls, config: dict, path: Path) -> HParams:
         """Read the fields from a parsed config.json; raise InvalidCheckpoint on a missing or bad one."""
         try:
             hp = cls(
                 hidden=int(config["hidden_size"]), layers=int(config["num_hidden_layers"]),
                 heads=int(config["num_attention_heads"]), kv_heads=int(config["num_key_value_heads"]),
                 head_dim=int(config["head_dim"]), experts=int(config["num_local_experts"]),
-                experts_used=int(config.get("num_experts_per_tok", config.get("experts_per_token"))),
+                experts_used=int(config["num_experts_per_tok"] if "num_experts_per_tok" in config
+                                 else config["experts_per_token"]),
                 intermediate=int(config["intermediate_size"]), vocab_size=int(config["vocab_size"]),
                 context_length=int(config["max_position_embeddings"]),
                 sliding_window=int(config["sliding_window"]), rope_theta=float(config["rope_theta"]),

@@ -39,7 +39,7 @@ def load_vocab(folder: Path, vocab_size: int, config: dict) -> Vocab:
 
 def _stamp(folder: Path) -> tuple:
     """Size and mtime of the files a Vocab is read from (a changed file means a new parse)."""
-    stamp = []
+    stamp: list[tuple[int, int] | None] = []
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         try:
             st = (folder / name).stat()
@@ -75,10 +75,11 @@ def _load_vocab(folder: Path, vocab_size: int, ids: tuple[int | None, int, int],
     for idx, tok in enumerate(tokens):
         if tok is None:  # ids the tokenizer does not define: unused padding entries
             tokens[idx], types[idx] = f"[PAD{idx}]", int(TokenType.UNUSED)
+    names = [tok for tok in tokens if tok is not None]  # all of them now; typed list[str]
     if bos is None:
-        bos = tokens.index(BOS_TEXT) if BOS_TEXT in tokens else 199998
+        bos = names.index(BOS_TEXT) if BOS_TEXT in names else 199998
     return Vocab(
-        tokens=tokens, types=types, merges=merges, bos_id=bos, eos_id=eos, pad_id=pad,
+        tokens=names, types=types, merges=merges, bos_id=bos, eos_id=eos, pad_id=pad,
         chat_template=_chat_template(folder),
     )
 

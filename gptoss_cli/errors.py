@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from converters.errors import BadInputError, GptossError, RunFailure
 
@@ -13,8 +14,9 @@ T = TypeVar("T")
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-# Checked in order; the first matching type wins.
-ERROR_MAP: list[tuple[type[BaseException], int, Callable[[BaseException], str]]] = [
+# Checked in order; the first matching type wins. A renderer gets an instance of its entry's type (Any: a list
+# type cannot tie each renderer's parameter to its own entry).
+ERROR_MAP: list[tuple[type[BaseException], int, Callable[[Any], str]]] = [
     (BadInputError, EXIT_BAD_INPUT, lambda e: e.message()),
     (RunFailure, EXIT_FAILED, lambda e: e.message()),
     (GptossError, EXIT_FAILED, lambda e: e.message()),

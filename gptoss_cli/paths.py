@@ -105,11 +105,10 @@ def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        folder = snapshot_download(repo_id, revision=revision, local_files_only=True,
-                                   allow_patterns=["config.json"])
+        folder = Path(snapshot_download(repo_id, revision=revision, local_files_only=True,
+                                        allow_patterns=["config.json"]))
     except (LocalEntryNotFoundError, OSError, ValueError):
         return None
-    folder = Path(folder)
     return folder if (folder / "config.json").is_file() else None
 
 

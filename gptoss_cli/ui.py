@@ -5,12 +5,20 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                           TransferSpeedColumn)
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 
@@ -96,7 +104,8 @@ class _Transfer:
     """Overall + per-file byte bars for parallel downloads (methods match hub.Callbacks; thread-safe)."""
 
     def __init__(self, progress: Progress, overall: Any, done: dict[str, int]) -> None:
-        self.progress, self.overall, self.done, self.tasks = progress, overall, dict(done), {}
+        self.progress, self.overall, self.done = progress, overall, dict(done)
+        self.tasks: dict[str, TaskID] = {}
 
     def start(self, name: str, total: int, done: int) -> None:
         self.progress.update(self.overall, advance=done - self.done.get(name, 0))

@@ -164,7 +164,7 @@ class HubServer:
         server.owner = owner
         return server
 
-    def __enter__(self) -> "HubServer":
+    def __enter__(self) -> HubServer:
         for srv in (self.hub, self.cdn):
             threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self

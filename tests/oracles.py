@@ -32,8 +32,7 @@ def o200k_harmony():
 
 def harmony_tokens(text_user: str, reply: str) -> list[int]:
     """A harmony conversation rendered by openai-harmony, plus an assistant reply in two channels."""
-    from openai_harmony import (Conversation, HarmonyEncodingName, Message, Role, SystemContent,
-                                load_harmony_encoding)
+    from openai_harmony import Conversation, HarmonyEncodingName, Message, Role, SystemContent, load_harmony_encoding
 
     enc = load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)
     convo = Conversation.from_messages([

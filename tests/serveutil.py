@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import subprocess
 import sys
@@ -9,9 +11,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import http.client
-import json
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent

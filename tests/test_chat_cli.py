@@ -236,8 +236,8 @@ def test_repl_view_thinking_shown_dimmed_or_summarised(tiny_gguf):
 
     from rich.console import Console
 
-    from gptoss_cli.engine.backend import Backend, BackendOptions
     from gptoss_cli.chat.repl import Repl
+    from gptoss_cli.engine.backend import Backend, BackendOptions
     from gptoss_cli.engine.session import Sampling, Session
 
     reply = ("<|channel|>analysis<|message|>Let me think about lists.<|end|><|start|>assistant<|channel|>final"

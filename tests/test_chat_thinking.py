@@ -14,10 +14,8 @@ import json
 import os
 import re
 import sys
-from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 pytest.importorskip("llama_cpp")

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-
 from serveutil import start, stop
 
 pytestmark = pytest.mark.slow

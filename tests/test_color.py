@@ -10,7 +10,6 @@ import re
 import sys
 
 import pytest
-
 from conftest import ROOT, run_cli
 
 pexpect = pytest.importorskip("pexpect")

@@ -116,7 +116,8 @@ def backend(tiny_gguf):
     b.close()
 
 
-def _run(backend, constraint: Constraint, max_tokens: int = 120, temperature: float = 1.0) -> harmony_stream.StreamParser:
+def _run(backend, constraint: Constraint, max_tokens: int = 120,
+         temperature: float = 1.0) -> harmony_stream.StreamParser:
     prompt = backend.tokenize(harmony.render_prompt([harmony.Message("user", "Tell me about Ann.")]))
     ctl = Controller(constraint, backend.tokenize, backend.token_bytes)
     parser = harmony_stream.StreamParser(backend.token_bytes)

@@ -7,9 +7,9 @@ import json
 
 import numpy as np
 import pytest
+from oracles import kl_and_top1, llama_cpp_logits, o200k_harmony
 
 from converters.convert import convert_checkpoint
-from oracles import kl_and_top1, llama_cpp_logits, o200k_harmony
 
 CTX = 96
 TEXT = ("The river runs past the old mill, and the miller counts sacks of grain while rain falls on the roof. "

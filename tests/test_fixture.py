@@ -15,8 +15,13 @@ import pytest
 from converters import hf_tokenizer
 from converters.errors import OutputError
 from converters.fixture import PRESETS, FixtureShape, make_config, write_checkpoint
-from converters.mxfp4_ref import (E2M1_VALUES, bf16_bits_to_float32, dequantize_mxfp4, float32_to_bf16_bits,
-                                  quantize_mxfp4)
+from converters.mxfp4_ref import (
+    E2M1_VALUES,
+    bf16_bits_to_float32,
+    dequantize_mxfp4,
+    float32_to_bf16_bits,
+    quantize_mxfp4,
+)
 
 DATA = Path(__file__).resolve().parent / "data"
 ROOT = DATA.parent.parent

@@ -11,8 +11,7 @@ import pytest
 from gptoss_cli.engine import harmony
 from gptoss_cli.engine.harmony import Message
 from gptoss_cli.engine.harmony_stream import StreamParser
-from gptoss_cli.engine.harmony_tools import (ToolSpec, call_message, find_call, parse_arguments,
-                                             result_message)
+from gptoss_cli.engine.harmony_tools import ToolSpec, call_message, find_call, parse_arguments, result_message
 
 DATA = Path(__file__).parent / "data"
 os.environ.setdefault("TIKTOKEN_ENCODINGS_BASE", str(DATA))

@@ -5,13 +5,11 @@ from __future__ import annotations
 import re
 
 import gguf
-import pytest
 
 from gptoss_cli.engine import ggml
 from gptoss_cli.engine.backend import Backend, BackendOptions
 from gptoss_cli.engine.gguf_header import TensorInfo, read_header
-from gptoss_cli.engine.loader import (CPU, FFN_EXPS_REGEX, PLAIN, REPACK, LoadOptions, avoid_amx, on_cpu,
-                                      plan_overrides)
+from gptoss_cli.engine.loader import CPU, FFN_EXPS_REGEX, PLAIN, REPACK, LoadOptions, avoid_amx, on_cpu, plan_overrides
 from gptoss_cli.engine.threads import linux_math_cores, parse_cpu_list
 
 Q = gguf.GGMLQuantizationType

@@ -19,10 +19,10 @@ import pytest
 pytest.importorskip("mcp")
 from converters.errors import BadInputError  # noqa: E402
 from gptoss_cli.engine import harmony  # noqa: E402
+from gptoss_cli.engine.harmony_tools import ToolCall  # noqa: E402
 from gptoss_cli.tools.mcp_client import ToolHub, ToolServerError, parse_server  # noqa: E402
 from gptoss_cli.tools.results import MAX_RESULT_CHARS  # noqa: E402
 from gptoss_cli.tools.runner import Approval, ToolRunner, specs  # noqa: E402
-from gptoss_cli.engine.harmony_tools import ToolCall  # noqa: E402
 
 SERVERS = Path(__file__).parent / "mcp_servers"
 PY = sys.executable

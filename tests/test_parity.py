@@ -8,10 +8,10 @@ measured 0.7-1.9e-4 (F16), 0.7-1.1e-3 (Q8_0) and 0.2-3.7e-3 (BF16) on such fixtu
 from __future__ import annotations
 
 import pytest
+from oracles import harmony_tokens, kl_and_top1, llama_cpp_logits, reference_logits
 
 from converters.convert import convert_checkpoint
 from converters.fixture import write_checkpoint
-from oracles import harmony_tokens, kl_and_top1, llama_cpp_logits, reference_logits
 
 MAX_KL = {"f16": 3e-4, "mxfp4": 2e-3, "bf16": 5e-3}
 MIN_TOP1 = 0.9

@@ -6,14 +6,13 @@ import json
 
 import gguf
 import pytest
+from conftest import DATA
 
 from converters.errors import BadInputError
-from gptoss_cli.memory.devices import parse_meminfo, parse_nvidia_smi, parse_size
 from gptoss_cli.engine.gguf_header import read_architecture, read_gguf_header
+from gptoss_cli.memory.devices import parse_meminfo, parse_nvidia_smi, parse_size
 from gptoss_cli.memory.plan import GiB, compute_buffer_bytes, kv_cache_bytes, plan_memory
 from gptoss_cli.memory.shapes import KNOWN_CONFIGS, shape_from_config, shape_from_config_file, shape_from_gguf
-
-from conftest import DATA
 
 # Hand arithmetic, default recipe (MXFP4: 17 bytes per 32 weights; Q8_0: 34 per 32; F32: 4 per weight).
 # Both releases: hidden 2880, expert width 2880, 64 heads, 8 KV heads, head_dim 64, vocab 201088.

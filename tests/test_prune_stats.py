@@ -269,7 +269,7 @@ def test_generated_replies_follow_the_prompts(tiny_gguf):
         texts = calibration.generate_texts(backend, convs, effort="high", max_tokens=12)
         budget = calibration.generate_texts(backend, convs, max_tokens=12, budget_tokens=1)
     assert len(texts) == 4 and len(budget) == 1
-    for conv, text in zip(convs, texts):
+    for conv, text in zip(convs, texts, strict=True):
         prompt = harmony.render_prompt(conv.messages, effort="high", instructions=conv.instructions,
                                        tools=conv.tools, date=None)
         assert text.startswith(prompt) and len(text) > len(prompt)

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import DATA, ROOT, run_cli
 from hubserver import HubServer
 
@@ -207,7 +206,8 @@ def test_an_empty_file_from_an_earlier_run_is_not_done(hub, isolated_home):
     result = run_cli("pull", "20b")
     assert result.returncode == 0, result.stderr
     assert set(hub.served) == {"config.json"}
-    assert config.read_bytes() == hub.repos[REPO].files["config.json"].read(0, hub.repos[REPO].files["config.json"].size)
+    served = hub.repos[REPO].files["config.json"]
+    assert config.read_bytes() == served.read(0, served.size)
 
 
 def test_corrupted_twice_fails_naming_the_file(hub, isolated_home):

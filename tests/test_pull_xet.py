@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
 from test_pull import CHUNK, NEEDED, REPO, SHARDS, error_line, repo_files, snapshot
 from xethub import XetHub

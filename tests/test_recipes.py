@@ -123,7 +123,7 @@ def test_q8_gives_identical_tensors_to_mxfp4(wide_files):
     """README: "`q8` ... identical tensors to `mxfp4`": same names, types, shapes and bytes."""
     q8, mx = GGUFReader(wide_files["q8"][0]), GGUFReader(wide_files["mxfp4"][0])
     assert [t.name for t in q8.tensors] == [t.name for t in mx.tensors]
-    for a, b in zip(q8.tensors, mx.tensors):
+    for a, b in zip(q8.tensors, mx.tensors, strict=True):
         assert (a.tensor_type, list(a.shape)) == (b.tensor_type, list(b.shape)), a.name
         assert np.asarray(a.data).tobytes() == np.asarray(b.data).tobytes(), a.name
 
@@ -138,7 +138,7 @@ def test_kl_orders_recipes_by_precision(wide_files, cli, tmp_path):
     assert r.returncode == 0, r.stderr
     kls = [row["kl_mean"] for row in json.loads(r.stdout)["results"][1:]]
     assert kls[0] == pytest.approx(0, abs=1e-9), "f16 against itself"
-    assert kls == sorted(kls) and len(set(kls)) == len(kls), dict(zip(["f16"] + order, kls))
+    assert kls == sorted(kls) and len(set(kls)) == len(kls), dict(zip(["f16"] + order, kls, strict=False))
 
 
 def test_tiny_fallbacks_predicted_and_custom_rules(tiny_checkpoint, cli, tmp_path):

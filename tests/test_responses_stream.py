@@ -11,7 +11,6 @@ import json
 
 import jsonschema
 import pytest
-
 from responses_grammar import ResponsesGrammar
 from serveutil import start, stop
 

@@ -31,7 +31,7 @@ def test_split_follows_free_memory_in_order(frees):
     where = layer_devices(SHAPE.n_layers, frees)
     assert where == sorted(where)                      # consecutive layers per device, in device order
     counts = [where.count(d) for d in range(len(frees))]
-    for c, f in zip(counts, frees):                    # proportional to free memory, within one layer
+    for c, f in zip(counts, frees, strict=True):                    # proportional to free memory, within one layer
         assert abs(c - f / sum(frees) * (SHAPE.n_layers + 1)) <= 1
 
 

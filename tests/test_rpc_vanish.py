@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_rpc import needs_rpc
 
 from gptoss_cli.rpc.keepalive import LOST_BOUND_S
-from test_rpc import needs_rpc
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow

@@ -49,7 +49,8 @@ def test_draws_follow_llama_cpp_chain_probabilities(temperature, top_p, exp):
 def test_greedy_and_seeds():
     assert Sampler(LOGITS.size, temperature=0, top_p=1, seed=1).draw(LOGITS) == 7
     draws = [[Sampler(LOGITS.size, temperature=1, top_p=1, seed=5).draw(LOGITS) for _ in range(1)] for _ in range(3)]
-    a, b = Sampler(LOGITS.size, temperature=1, top_p=0.9, seed=5), Sampler(LOGITS.size, temperature=1, top_p=0.9, seed=5)
+    a = Sampler(LOGITS.size, temperature=1, top_p=0.9, seed=5)
+    b = Sampler(LOGITS.size, temperature=1, top_p=0.9, seed=5)
     assert [a.draw(LOGITS) for _ in range(50)] == [b.draw(LOGITS) for _ in range(50)]
     assert draws[0] == draws[1] == draws[2]
 

@@ -11,7 +11,6 @@ import time
 
 import jsonschema
 import pytest
-
 from serveutil import start, stop
 
 openai = pytest.importorskip("openai")

@@ -13,7 +13,6 @@ import threading
 import time
 
 import pytest
-
 import serveutil
 from responses_grammar import ResponsesGrammar
 

@@ -9,11 +9,11 @@ import socket
 from urllib.parse import urlsplit
 
 import pytest
+from serveutil import start, stop
 
 from gptoss_cli.rpc.endpoints import is_loopback
 from gptoss_cli.serve.edge import loopback_host_header
 from gptoss_cli.serve.generation import StopText
-from serveutil import start, stop
 
 openai = pytest.importorskip("openai")
 

@@ -9,7 +9,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from serveutil import start, stop
 
 openai = pytest.importorskip("openai")

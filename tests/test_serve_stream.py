@@ -8,9 +8,9 @@ import asyncio
 from types import SimpleNamespace
 
 import pytest
+from oracles import o200k_harmony
 
 from gptoss_cli.serve.generation import Generation, StopText
-from oracles import o200k_harmony
 
 
 def _enc():

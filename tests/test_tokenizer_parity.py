@@ -7,7 +7,6 @@ pre-tokenizer splits differently from tiktoken's regex (a known llama.cpp limita
 from __future__ import annotations
 
 import pytest
-
 from oracles import o200k_harmony
 
 TEXTS = [

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from converters.errors import BadInputError, RunFailure
 from gptoss_cli import paths, ui
-from gptoss_cli.engine import harmony
 from gptoss_cli.chat.scripted import with_script
+from gptoss_cli.chat.tooling import Controls, ToolOptions, start_hub
+from gptoss_cli.engine import harmony
 from gptoss_cli.engine.backend import Backend, BackendOptions
 from gptoss_cli.engine.session import Sampling, Session, TurnResult
-from gptoss_cli.chat.tooling import Controls, ToolOptions, start_hub
 
 
 @dataclass

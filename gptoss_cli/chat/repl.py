@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import shlex
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from rich.console import Console
 
 from converters.errors import GptossError
 from gptoss_cli import paths, ui
-from gptoss_cli.engine import harmony
 from gptoss_cli.chat.view import ReplyView
+from gptoss_cli.engine import harmony
 from gptoss_cli.engine.session import Sampling, Session, TokenBackend, TurnResult, stats_rows
 
 HISTORY_FILE = "chat_history"

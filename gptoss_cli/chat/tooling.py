@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from converters.errors import BadInputError
 from gptoss_cli import paths, ui
-from gptoss_cli.engine.session import Session, Sampling, TurnResult
+from gptoss_cli.engine.session import Sampling, Session, TurnResult
 from gptoss_cli.engine.turn import run_turn
 from gptoss_cli.tools.mcp_client import ToolHub, parse_server
 from gptoss_cli.tools.runner import Approval, ToolRunner, arguments_text, specs

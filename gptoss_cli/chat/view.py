@@ -4,8 +4,8 @@ note on how the turn ended."""
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.live import Live

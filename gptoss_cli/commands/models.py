@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -19,11 +18,12 @@ enough disk); 130 interrupted (finished bytes are kept; rerun resumes)."""
 def pull(
     model: str = typer.Argument(..., autocompletion=complete_snapshot_model,
                                 help="20b, 120b, or a Hugging Face repo id of a gpt-oss model."),
-    revision: Optional[str] = typer.Option(None, "--revision", help="Branch, tag or commit sha (default: main)."),
-    local_dir: Optional[Path] = typer.Option(None, "--dir", help="Put the files in this folder instead of the HF cache."),
-    token: Optional[str] = typer.Option(None, "--token", help="Hugging Face token (default: $HF_TOKEN or `hf auth login`). "
-                                        "A token on the command line is visible to other local users in `ps`: "
-                                        "prefer HF_TOKEN or the saved login.",
+    revision: str | None = typer.Option(None, "--revision", help="Branch, tag or commit sha (default: main)."),
+    local_dir: Path | None = typer.Option(None, "--dir", help="Put the files in this folder instead of the HF cache."),
+    token: str | None = typer.Option(None, "--token",
+                                     help="Hugging Face token (default: $HF_TOKEN or `hf auth login`). "
+                                          "A token on the command line is visible to other local users in `ps`: "
+                                          "prefer HF_TOKEN or the saved login.",
                                         show_default=False),
     quantize: bool = typer.Option(False, "--quantize", help="Then run `gptoss quantize` with the default recipe."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the sha256 check of downloaded files."),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,12 +18,12 @@ class FlashAttn(str, Enum):
     off = "off"
 
 
-GgufModel = Annotated[Optional[str], typer.Argument(
+GgufModel = Annotated[str | None, typer.Argument(
     autocompletion=complete_gguf_model, help="A .gguf path or 20b/120b (default: the last GGUF written).")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
-Threads = Annotated[Optional[int], typer.Option("--threads", "-t", min=1, help="CPU threads (default: auto).")]
+Threads = Annotated[int | None, typer.Option("--threads", "-t", min=1, help="CPU threads (default: auto).")]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
-Rpc = Annotated[Optional[str], typer.Option(
+Rpc = Annotated[str | None, typer.Option(
     "--rpc", help="Spread the layers over these `gptoss worker`s: HOST:PORT[,HOST:PORT...].")]
 GpuLayers = Annotated[int, typer.Option(
     "--gpu-layers", "-ngl", help="Layers on the GPU (-1: all, when there is one).")]

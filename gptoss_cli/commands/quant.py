@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -17,7 +16,7 @@ enough disk); 130 interrupted (nothing half-written is left)."""
 
 
 def quantize(
-    model: Optional[str] = typer.Argument(None, autocompletion=complete_snapshot_model,
+    model: str | None = typer.Argument(None, autocompletion=complete_snapshot_model,
                                          help="Snapshot folder, 20b/120b or a repo id "
                                               "(default: the last `gptoss pull`)."),
     recipe: str = typer.Option("mxfp4", "--recipe", "-r", autocompletion=complete_recipe,
@@ -26,19 +25,19 @@ def quantize(
     output: list[str] = typer.Option([], "--output", "-o",
                                      help="Output .gguf (default: $GPTOSS_HOME/models/REPO-NAME-RECIPE.gguf). "
                                           "A type name (`--output q8_0`) sets output.weight's type instead."),
-    experts: Optional[str] = typer.Option(None, "--experts", help="Type of all expert tensors (e.g. q4_k, mxfp4)."),
-    attn: Optional[str] = typer.Option(None, "--attn", help="Type of attention q/k/v/o (e.g. q8_0)."),
-    embed: Optional[str] = typer.Option(None, "--embed", help="Type of the token embeddings (e.g. q6_k)."),
-    output_type: Optional[str] = typer.Option(None, "--output-type", help="Type of output.weight (e.g. q8_0)."),
+    experts: str | None = typer.Option(None, "--experts", help="Type of all expert tensors (e.g. q4_k, mxfp4)."),
+    attn: str | None = typer.Option(None, "--attn", help="Type of attention q/k/v/o (e.g. q8_0)."),
+    embed: str | None = typer.Option(None, "--embed", help="Type of the token embeddings (e.g. q6_k)."),
+    output_type: str | None = typer.Option(None, "--output-type", help="Type of output.weight (e.g. q8_0)."),
     tensor_type: list[str] = typer.Option([], "--tensor-type", help="REGEX=TYPE on GGUF tensor names; repeatable, "
                                                                      "the last matching rule wins."),
-    imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="Importance matrix (from `gptoss imatrix` or "
+    imatrix: Path | None = typer.Option(None, "--imatrix", help="Importance matrix (from `gptoss imatrix` or "
                                                                    "llama-imatrix); needed by experts-q3/q2."),
-    target_size: Optional[str] = typer.Option(None, "--target-size", help="Choose per-layer expert types to fit "
+    target_size: str | None = typer.Option(None, "--target-size", help="Choose per-layer expert types to fit "
                                                                           "this size, e.g. 48GB (binary: GiB)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print per-class sizes and the exact file size; "
                                                           "write nothing."),
-    threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="Quantizer threads (default: all)."),
+    threads: int | None = typer.Option(None, "--threads", "-t", min=1, help="Quantizer threads (default: all)."),
     force: Force = False,
     json_out: bool = typer.Option(False, "--json", help="Print the summary as one JSON document."),
 ) -> None:
@@ -92,10 +91,10 @@ def recipes(json_out: JsonOut = False) -> None:
 
 def imatrix(
     model: GgufModel = None,
-    text: Optional[str] = typer.Option(None, "--text", help="Calibration text file (`-` reads stdin)."),
-    from_file: Optional[Path] = typer.Option(None, "--from", help="Import an imatrix made by llama-imatrix "
+    text: str | None = typer.Option(None, "--text", help="Calibration text file (`-` reads stdin)."),
+    from_file: Path | None = typer.Option(None, "--from", help="Import an imatrix made by llama-imatrix "
                                                                   "(GGUF or legacy .dat) instead."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (default: "
+    output: Path | None = typer.Option(None, "--output", "-o", help="Output file (default: "
                                           "$GPTOSS_HOME/models/gpt-oss-SIZE.imatrix.gguf)."),
     chunk_size: int = typer.Option(512, "--chunk-size", "--ctx-size", "-c", min=16, help="Tokens per chunk."),
     threads: Threads = None,
@@ -122,7 +121,7 @@ def eval_(
     tests: list[str] = typer.Argument(..., help="One or more GGUFs to compare with it."),
     text: str = typer.Option(..., "--text", help="Evaluation text file (`-` reads stdin)."),
     ctx_size: int = typer.Option(512, "--ctx-size", "-c", min=16, help="Tokens per chunk."),
-    chunks: Optional[int] = typer.Option(None, "--chunks", min=1, help="Evaluate at most this many chunks."),
+    chunks: int | None = typer.Option(None, "--chunks", min=1, help="Evaluate at most this many chunks."),
     threads: Threads = None,
     json_out: JsonOut = False,
     rpc: Rpc = None,

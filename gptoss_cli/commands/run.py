@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from gptoss_cli.commands.options import (CpuMoe, FlashAttn, FlashAttnOpt, GgufModel, GpuLayers, JsonOut, NCpuMoe,
-                                         Rpc, Threads)
+from gptoss_cli.commands.options import (
+    CpuMoe,
+    FlashAttn,
+    FlashAttnOpt,
+    GgufModel,
+    GpuLayers,
+    JsonOut,
+    NCpuMoe,
+    Rpc,
+    Threads,
+)
 from gptoss_cli.completion import complete_gguf_model
 from gptoss_cli.errors import run_guarded
 
@@ -27,14 +35,14 @@ def chat(
     effort: str = typer.Option("medium", "--effort", "-e", help="Reasoning effort: low, medium or high."),
     show_thinking: bool = typer.Option(False, "--show-thinking", help="Show the model's thinking (dimmed)."),
     system: str = typer.Option("", "--system", "-s", help="Instructions for the model (the developer message)."),
-    prompt: Optional[str] = typer.Option(None, "--prompt", "-p",
+    prompt: str | None = typer.Option(None, "--prompt", "-p",
                                          help="Answer this one prompt and exit (`-` reads stdin)."),
     json_out: bool = typer.Option(False, "--json", help="One-shot: print one JSON document (answer, thinking, "
                                                          "stop reason, tokens, timings)."),
     temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="Sampling temperature (0 = greedy)."),
     top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling threshold."),
     seed: int = typer.Option(-1, "--seed", help="Sampling seed (-1: random)."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1,
+    max_tokens: int | None = typer.Option(None, "--max-tokens", min=1,
                                              help="Most tokens per reply, thinking included (default: the context)."),
     ctx_size: int = typer.Option(8192, "--ctx-size", "-c", min=64, help="Context size in tokens."),
     threads: Threads = None,
@@ -52,9 +60,9 @@ def chat(
     allow_tool: list[str] = typer.Option([], "--allow-tool", help="Run this tool without asking (repeatable); "
                                          "one-shot runs call only --yes or --allow-tool tools."),
     max_tool_calls: int = typer.Option(16, "--max-tool-calls", min=0, help="Most tool calls per reply."),
-    schema: Optional[str] = typer.Option(None, "--schema", help="The answer is JSON valid for this schema "
+    schema: str | None = typer.Option(None, "--schema", help="The answer is JSON valid for this schema "
                                          "(a file, or inline JSON)."),
-    thinking_budget: Optional[int] = typer.Option(None, "--thinking-budget", min=0,
+    thinking_budget: int | None = typer.Option(None, "--thinking-budget", min=0,
                                                   help="At most N thinking tokens; then the answer is opened."),
     tool_choice: str = typer.Option("auto", "--tool-choice", help="auto, none, or a tool NAME that the first "
                                     "call of each reply must be."),
@@ -97,18 +105,18 @@ def serve(
     port: int = typer.Option(8080, "--port", min=0, max=65535, help="Port (0: any free port; the URL is printed)."),
     parallel: int = typer.Option(4, "--parallel", "-np", min=1, max=64, help="Requests decoded together (slots)."),
     queue: int = typer.Option(16, "--queue", min=0, help="Requests that may wait for a slot; beyond: HTTP 429."),
-    api_key_file: Optional[Path] = typer.Option(None, "--api-key-file", help="File holding the API key every /v1 "
-                                                "request must send (also: $GPTOSS_API_KEY; never on the command line)."),
+    api_key_file: Path | None = typer.Option(None, "--api-key-file", help="File holding the API key every /v1 "
+                                             "request must send (also: $GPTOSS_API_KEY; never on the command line)."),
     no_auth: bool = typer.Option(False, "--no-auth", help="Serve a non-loopback --host without a key."),
     allow_origin: list[str] = typer.Option([], "--allow-origin", help="A web page origin (SCHEME://HOST[:PORT]) "
                                            "whose browser requests are served, with CORS; others get 403. "
                                            "Repeatable; '*' lets every page in."),
     log_requests: bool = typer.Option(False, "--log-requests", help="Log request bodies to stderr."),
     effort: str = typer.Option("medium", "--effort", "-e", help="Default reasoning effort: low, medium or high."),
-    thinking_budget: Optional[int] = typer.Option(None, "--thinking-budget", min=0,
+    thinking_budget: int | None = typer.Option(None, "--thinking-budget", min=0,
                                                   help="Default most thinking tokens per reply (request field "
                                                        "thinking_budget overrides)."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1,
+    max_tokens: int | None = typer.Option(None, "--max-tokens", min=1,
                                              help="Default most tokens per reply (default: the slot's context)."),
     ctx_size: int = typer.Option(8192, "--ctx-size", "-c", min=64, help="Context size of each slot, in tokens."),
     threads: Threads = None,
@@ -149,17 +157,17 @@ def serve(
 
 
 def plan(
-    model: Optional[str] = typer.Argument(None, autocompletion=complete_gguf_model,
+    model: str | None = typer.Argument(None, autocompletion=complete_gguf_model,
                                          help="A .gguf, a snapshot folder, 20b/120b or a repo id "
                                               "(default: the last GGUF written)."),
     ctx_size: int = typer.Option(8192, "--ctx-size", "--ctx", "-c", min=1, help="Context size in tokens."),
-    vram: Optional[str] = typer.Option(None, "--vram", help="GPU memory to plan for, e.g. 24GB (default: free "
+    vram: str | None = typer.Option(None, "--vram", help="GPU memory to plan for, e.g. 24GB (default: free "
                                                            "memory of this machine's GPUs; 0: CPU only)."),
-    ram: Optional[str] = typer.Option(None, "--ram", help="System RAM to plan for (default: available RAM)."),
+    ram: str | None = typer.Option(None, "--ram", help="System RAM to plan for (default: available RAM)."),
     flash_attn: FlashAttn = typer.Option("auto", "--flash-attn", "-fa", help="Flash attention as chat will run it: "
                                          "auto and on plan its much smaller compute buffer."),
     json_out: JsonOut = False,
-    rpc: Optional[str] = typer.Option(None, "--rpc", help="Plan for these `gptoss worker`s: "
+    rpc: str | None = typer.Option(None, "--rpc", help="Plan for these `gptoss worker`s: "
                                                           "HOST:PORT[,HOST:PORT...]."),
     keep: Optional[int] = typer.Option(None, "--keep", help="Plan for the model pruned to N experts per layer "
                                                             "(`gptoss prune --keep N`)."),
@@ -189,9 +197,9 @@ def worker(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on. Anything but loopback needs "
                                                          "--allow-remote."),
     port: int = typer.Option(50052, "--port", "-p", min=1, max=65535, help="TCP port."),
-    device: Optional[str] = typer.Option(None, "--device", "-d", help="llama.cpp device to serve, e.g. CPU or "
+    device: str | None = typer.Option(None, "--device", "-d", help="llama.cpp device to serve, e.g. CPU or "
                                          "CUDA0 (default: the GPU with the most free memory, else CPU)."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="Keep received weights in this folder: the next "
+    cache: Path | None = typer.Option(None, "--cache", help="Keep received weights in this folder: the next "
                                                                "load of the same model skips the network."),
     threads: Threads = None,
     allow_remote: bool = typer.Option(False, "--allow-remote", help="Listen on a non-loopback address. The "

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from converters.errors import BadInputError, RunFailure
 from gptoss_cli.engine.constrain import Controller, GrammarChains
@@ -103,15 +103,20 @@ class Backend:
 
     # --- tokens -----------------------------------------------------------------------------------
 
+    @property
+    def _loaded(self) -> Model:
+        assert self._model is not None, "the model is loaded from __init__ until close()"
+        return self._model
+
     def tokenize(self, text: str) -> list[int]:
         """Token ids of text; special tokens written as text (`<|start|>`) become their ids."""
-        return self._model.tokenize(text)
+        return self._loaded.tokenize(text)
 
     def tokenize_plain(self, text: str) -> list[int]:
         """Token ids of text with special-token spellings kept as text (message contents, tool results)."""
         from gptoss_cli.engine.harmony import plain_pieces
 
-        return [t for piece in plain_pieces(text) for t in self._model.tokenize(piece, special=False)]
+        return [t for piece in plain_pieces(text) for t in self._loaded.tokenize(piece, special=False)]
 
     def token_bytes(self, token: int) -> bytes:
         """The raw bytes of one token; special tokens give their text (`<|end|>`)."""
@@ -148,8 +153,8 @@ class Backend:
                 elif control is None:
                     token = sample(ctx, -1)
                 else:
-                    token = control.choose(chains.sample(control.grammar, ctx, -1) if control.grammar_active
-                                           else sample(ctx, -1))
+                    grammar = control.grammar if control.grammar_active else None
+                    token = control.choose(chains.sample(grammar, ctx, -1) if grammar is not None else sample(ctx, -1))
                 if control is not None:
                     forced += control.commit(token)
                 yield token
@@ -241,7 +246,7 @@ class Backend:
             self._model.close()
             self._model = None
 
-    def __enter__(self) -> "Backend":
+    def __enter__(self) -> Backend:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -257,7 +262,7 @@ class Backend:
 def common_prefix(a: list[int], b: list[int]) -> int:
     """How many leading tokens a and b share."""
     n = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x != y:
             break
         n += 1

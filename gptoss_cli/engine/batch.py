@@ -17,9 +17,9 @@ from pathlib import Path
 from converters.errors import BadInputError
 from gptoss_cli.engine.backend import Backend, BackendOptions, ContextFull, common_prefix
 from gptoss_cli.engine.constrain import GrammarChains
-from gptoss_cli.engine.sampling import Sampler
 from gptoss_cli.engine.harmony import STOP_IDS
 from gptoss_cli.engine.jobs import Job, QueueFull, ShuttingDown
+from gptoss_cli.engine.sampling import Sampler
 
 
 @dataclass
@@ -243,14 +243,17 @@ class BatchEngine:
     def _next(self, slot: _Slot, idx: int) -> None:
         """The token after output idx, and every forced token that follows it: they all go out now and are
         decoded together next step (a forced harmony header costs one step, not one per token)."""
-        job, ctl = slot.job, slot.job.control
+        job, sampler = slot.job, slot.sampler
+        assert job is not None and sampler is not None, "only a slot with a job has outputs"
+        ctl = job.control
         if slot.forced:
             token = slot.forced.pop(0)
         else:
-            if ctl is not None and ctl.grammar_active:
-                token = slot.chains.sample(ctl.grammar, self._ctx, idx)
+            grammar = ctl.grammar if ctl is not None and ctl.grammar_active else None
+            if grammar is not None and slot.chains is not None:  # chains: set for every job with a control
+                token = slot.chains.sample(grammar, self._ctx, idx)
             else:
-                token = slot.sampler.sample(self._ctx, idx)
+                token = sampler.sample(self._ctx, idx)
             if ctl is not None:
                 token = ctl.choose(token)
         run = [token]

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import ctypes
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
 
 from converters.errors import BadInputError
 from gptoss_cli.engine.harmony import CALL, FIRST_SPECIAL_ID, RETURN, SPECIAL_IDS, STOP_IDS
@@ -262,7 +262,8 @@ class GrammarSampler:
 
     def allows(self, token: int) -> bool:
         """Whether the grammar, where it stands, allows this token next."""
-        self._one[0].id, self._one[0].logit, self._one[0].p = token, 0.0, 0.0
+        one = self._one[0]
+        one.id, one.logit, one.p = token, 0.0, 0.0  # type: ignore[assignment]  # llama_cpp types id as c_int32
         self._one_arr.size, self._one_arr.selected, self._one_arr.sorted = 1, -1, False
         self._lc.llama_sampler_apply(self._grammar, ctypes.byref(self._one_arr))
         return self._one[0].logit != float("-inf")

@@ -43,7 +43,7 @@ class _Cursor:
     def __init__(self, buf, path: Path) -> None:
         self.buf, self.pos, self.path = buf, 0, path
 
-    def __enter__(self) -> "_Cursor":
+    def __enter__(self) -> _Cursor:
         return self
 
     def __exit__(self, *exc) -> None:

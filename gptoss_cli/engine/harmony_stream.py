@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from gptoss_cli.engine.harmony import CHANNELS, SPECIAL_IDS, Message
 
@@ -99,16 +99,18 @@ class StreamParser:
     # -- states ------------------------------------------------------------------------------------
 
     def _content(self, token: int, name: str | None) -> Delta | None:
+        current = self.current
+        assert current is not None, "the content state always has an open message"
         if name is None:
             text = self._decoder.decode(self._token_bytes(token))
             if not text:
                 return None
-            self.current.content += text
-            return self.current.channel, text
+            current.content += text
+            return current.channel, text
         if name in ("<|end|>", "<|return|>", "<|call|>", "<|endoftext|>"):
             delta = self._flush(final=True)
-            ended_final = self.current.channel == "final"
-            call = is_call(self.current)
+            ended_final = current.channel == "final"
+            call = is_call(current)
             self._close()
             self._state = _EXPECT_START
             if call:  # a tool call ends the reply whatever token closed it
@@ -120,7 +122,7 @@ class StreamParser:
             return delta
         if name == "<|start|>":  # a new message without <|end|>: close this one
             delta = self._flush(final=True)
-            call = is_call(self.current)
+            call = is_call(current)
             self._close()
             self._begin_header(None)
             if call:
@@ -191,6 +193,7 @@ class StreamParser:
         if "<|channel|>" in text:
             before, after = text.split("<|channel|>", 1)
             m = re.match(r"[^\s<]*", after)
+            assert m is not None  # the pattern matches the empty string
             channel = m.group(0) or None
             text = before + after[m.end():]
         recipient = None

@@ -17,8 +17,9 @@ The schema -> TypeScript rendering is a port of openai-harmony's `json_schema_to
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from gptoss_cli.engine.harmony import Message
 from gptoss_cli.engine.harmony_stream import ParsedMessage, is_call
@@ -74,7 +75,7 @@ def result_message(name: str, text: str) -> Message:
 def find_call(messages: Sequence[ParsedMessage]) -> ToolCall | None:
     """The call in the last generated message, if it has a recipient other than the user."""
     last = messages[-1] if messages else None
-    if not is_call(last):
+    if last is None or last.recipient is None or not is_call(last):
         return None
     return ToolCall(call_name(last.recipient), last.content, last.recipient, last.channel, last.content_type)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from converters.errors import RunFailure
 from gptoss_cli.engine.constrain import Controller

@@ -139,7 +139,7 @@ def override_array(overrides: Overrides) -> ctypes.Array | None:
     targets = {CPU: ggml.lib().cpu_buffer_type, PLAIN: ggml.plain_cpu_buffer_type,
                REPACK: lambda: ggml.cpu_extra_buffer_types()[REPACK]}
     arr = (_BuftOverride * (len(overrides.rules) + 1))()
-    for slot, (pattern, target) in zip(arr, overrides.rules):
+    for slot, (pattern, target) in zip(arr, overrides.rules, strict=False):  # arr has one more slot
         slot.pattern, slot.buft = pattern.encode(), targets[target]()
     return arr  # the last slot stays {NULL, NULL}; ctypes keeps the pattern bytes alive with arr
 
@@ -164,9 +164,10 @@ def model_params(path: Path, tensors: list[TensorInfo], n_layers: int, opts: Loa
     mparams.n_gpu_layers = resolve_gpu_layers(opts.gpu_layers)
     overrides = plan_overrides(tensors, n_layers, mparams.n_gpu_layers, opts,
                                list(ggml.cpu_extra_buffer_types()))
-    keep = override_array(overrides)
-    if keep is not None:
-        mparams.tensor_buft_overrides = ctypes.addressof(keep)
+    arr = override_array(overrides)
+    keep: object = arr
+    if arr is not None:
+        mparams.tensor_buft_overrides = ctypes.addressof(arr)
     if opts.devices is not None:
         devs = (ctypes.c_void_p * (len(opts.devices) + 1))(*opts.devices)   # NULL-terminated
         mparams.devices = ctypes.addressof(devs)
@@ -197,7 +198,7 @@ class Model:
     """A loaded llama.cpp model: its handle, vocabulary, layer count and what llama.cpp logged while loading."""
 
     path: Path
-    ptr: int
+    ptr: int | None   # None once closed
     vocab: int
     n_layers: int
     log: list[str]

@@ -70,7 +70,7 @@ class Scorer:
             self._ctx = None
         self.model.close()
 
-    def __enter__(self) -> "Scorer":
+    def __enter__(self) -> Scorer:
         return self
 
     def __exit__(self, *exc) -> None:

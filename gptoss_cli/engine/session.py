@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 from converters.errors import BadInputError
 from gptoss_cli.engine import harmony

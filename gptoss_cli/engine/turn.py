@@ -4,14 +4,18 @@ go on, then record the turn and its statistics."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import TYPE_CHECKING
 
 from gptoss_cli.engine import harmony
 from gptoss_cli.engine.harmony import Message
 from gptoss_cli.engine.harmony_stream import StreamParser
 from gptoss_cli.engine.harmony_tools import ToolCall, find_call, result_message
 from gptoss_cli.engine.session import Sampling, Session, TokenBackend, Turn, TurnResult, TurnStats
+
+if TYPE_CHECKING:
+    from gptoss_cli.engine.constrain import Constraint
 
 
 def reserve_for(n_ctx: int, max_tokens: int | None) -> int:
@@ -20,7 +24,7 @@ def reserve_for(n_ctx: int, max_tokens: int | None) -> int:
 
 
 ToolRunner = Callable[[ToolCall], str]  # runs (or declines) one call; returns the text the model gets back
-ConstraintFor = Callable[[int], object]  # calls made so far in the turn -> engine.constrain.Constraint or None
+ConstraintFor = Callable[[int], "Constraint | None"]  # calls made so far in the turn -> the constraint, if any
 TOOL_LIMIT_NOTE = "error: no more tool calls in this turn (the limit is {n}); answer with what you have"
 
 
@@ -48,7 +52,8 @@ def run_turn(session: Session, backend: TokenBackend, user: str, sampling: Sampl
     reserve = reserve_for(session.n_ctx, sampling.max_tokens)
     steps: list[Message] = []
     gens: list[_Gen] = []
-    calls, dropped, told_limit, prompt = 0, 0, False, []
+    calls, dropped, told_limit = 0, 0, False
+    prompt: list[int] = []
     while True:
         prompt, d = session.fit(user, backend.tokenize, reserve, steps, getattr(backend, "tokenize_plain", None))
         dropped += d
@@ -134,7 +139,7 @@ def _finish_turn(session: Session, user: str, steps: list[Message], gens: list[_
     n = sum(g.n for g in gens)
     n_analysis = sum(g.n_analysis for g in gens)
     firsts = [g.t_first for g in gens if g.t_first is not None]
-    decode_s = sum(g.t_last - g.t_first for g in gens if g.t_first is not None and g.n > 1)
+    decode_s = sum(g.t_last - g.t_first for g in gens if g.t_first is not None and g.t_last is not None and g.n > 1)
     decode_n = sum(g.n - 1 for g in gens if g.t_first is not None and g.n > 1)
     last_n = gens[-1].n if gens else 0
     turn = Turn(user, final, analysis, reason, len(prompt), n, n_analysis, kept)

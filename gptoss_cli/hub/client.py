@@ -13,10 +13,10 @@ import fnmatch
 import json
 import os
 import re
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlparse
 
 from converters.disk import free_bytes
@@ -106,7 +106,7 @@ class PlanFile:
     """One file to pull: remote metadata plus what is already on disk."""
 
     name: str
-    size: int | None  # None only until HEAD metadata fills in what a listing left out
+    known_size: int | None  # None only until HEAD metadata fills in what a listing left out
     sha256: str | None  # LFS files
     blob_id: str | None  # git blob sha1 (the ETag of non-LFS files)
     present: bool = False
@@ -115,6 +115,12 @@ class PlanFile:
 
     def __post_init__(self) -> None:
         self.etag = self.etag or self.sha256 or self.blob_id or ""
+
+    @property
+    def size(self) -> int:
+        """The file's bytes: known for every file of a Plan that make_plan returned."""
+        assert self.known_size is not None, f"{self.name}: size read before make_plan completed the listing"
+        return self.known_size
 
 
 @dataclass
@@ -209,7 +215,7 @@ def make_plan(repo_id: str, revision: str | None, local_dir: Path | None, token:
     if "config.json" not in names or not names & {"model.safetensors.index.json", "model.safetensors"}:
         raise BadInputError(repo_id, "not a safetensors checkpoint (no config.json or model safetensors)",
                             "Pass 20b, 120b or a repo id of a gpt-oss model")
-    _complete_from_head(repo_id, info.sha, token, [f for f in files if f.size is None or not f.etag])
+    _complete_from_head(repo_id, info.sha, token, [f for f in files if f.known_size is None or not f.etag])
     target = local_dir if local_dir is not None else repo_storage(repo_id) / "snapshots" / info.sha
     plan = Plan(repo_id, revision, info.sha, target, local_dir, files, skipped)
     for f in files:
@@ -246,7 +252,7 @@ def _complete_from_head(repo_id: str, commit: str, token: str | None, files: lis
         if meta.xet_file_data is not None and meta.etag == meta.xet_file_data.file_hash:
             raise RunFailure(f.name, "the hub gave a Xet hash for this file, no sha256 to verify it against",
                              "Try again later, or pull from huggingface.co (unset HF_ENDPOINT)")
-        f.size = meta.size
+        f.known_size = meta.size
         etag = check_hex(meta.etag, "the ETag", f"{repo_id}: {f.name}")
         if len(etag) == 64:
             f.sha256 = etag

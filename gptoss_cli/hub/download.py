@@ -36,9 +36,9 @@ def download(plan: Plan, token: str | None, verify: bool = True, workers: int = 
             try:
                 futures = [pool.submit(fetch_file, plan, f, token, verify, cb, cancel, retry or Retry()) for f in rest]
                 wait(futures, return_when=FIRST_EXCEPTION)
-                failed = [fu for fu in futures if fu.done() and fu.exception()]
+                failed = [exc for fu in futures if fu.done() and (exc := fu.exception()) is not None]
                 if failed:
-                    raise failed[0].exception()
+                    raise failed[0]
             except KeyboardInterrupt:
                 cancel.set()
                 cb.stopping()  # workers stop at their next chunk, which a stalled connection may delay

@@ -75,7 +75,7 @@ def entries() -> list[dict]:
     cache = hub.cache_dir()
     for storage in sorted(cache.glob("models--*")) if cache.is_dir() else []:
         repo_id = storage.name[len("models--"):].replace("--", "/")
-        refs = {}
+        refs: dict[str, list[str]] = {}
         for ref in (storage / "refs").rglob("*") if (storage / "refs").is_dir() else []:
             if ref.is_file():
                 refs.setdefault(ref.read_text().strip(), []).append(str(ref.relative_to(storage / "refs")))

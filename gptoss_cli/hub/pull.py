@@ -135,9 +135,12 @@ def _quantize(folder: Path, model: str, as_json: bool) -> dict:
         if not as_json:
             ui.out.print(str(out), markup=False, highlight=False, soft_wrap=True)
         return {"path": str(out), "skipped": True}
+    from converters.convert import ConvertResult, convert_checkpoint
+
     if not as_json:
-        return summary_dict(run_quantize(str(folder), "mxfp4", None, False, False))
-    from converters.convert import convert_checkpoint
+        converted = run_quantize(str(folder), "mxfp4", None, False, False)
+        assert isinstance(converted, ConvertResult)  # not a dry run
+        return summary_dict(converted)
     with ui.byte_progress("converting") as advance:
         result = convert_checkpoint(folder, out, recipe="mxfp4", progress=lambda n, total, name: advance(n, total))
     paths.remember("gguf", result.path)

@@ -12,13 +12,24 @@ import hashlib
 import os
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
-from gptoss_cli.hub.client import (Callbacks, Plan, PlanFile, Retry, blob_path, check_hex, endpoint, has_blob,
-                                   partial_path, repo_storage, same_origin)
+from gptoss_cli.hub.client import (
+    Callbacks,
+    Plan,
+    PlanFile,
+    Retry,
+    blob_path,
+    check_hex,
+    endpoint,
+    has_blob,
+    partial_path,
+    repo_storage,
+    same_origin,
+)
 from gptoss_cli.hub.errors import ChecksumMismatch, HubUnavailable, from_hub
-
 
 T = TypeVar("T")
 
@@ -33,11 +44,11 @@ class _Quiet:
     def __init__(self, *args, **kwargs) -> None:
         pass
 
-    def __enter__(self) -> "_Quiet":
+    def __enter__(self) -> _Quiet:
         return self
 
-    def __exit__(self, *exc) -> bool:
-        return False
+    def __exit__(self, *exc) -> None:
+        pass
 
     def update(self, n: float = 1) -> None:
         pass
@@ -107,7 +118,8 @@ def _transfer(url: str, headers: dict, partial: Path, f: PlanFile, verify: bool,
         with open(partial, "ab") as fh:
             writer = _Writer(fh, hasher, *writer_args)
             # _nb_retries=0: a drop comes back to _fetch_retrying, which retries through the hub (a fresh link)
-            http_get(url, writer, resume_size=have, headers=headers, expected_size=f.size,
+            http_get(url, writer,  # type: ignore[arg-type]  # _Writer has the BinaryIO methods http_get calls
+                     resume_size=have, headers=headers, expected_size=f.size,
                      displayed_filename=f.name, tqdm_class=_Quiet, _nb_retries=0)
     except BaseException:
         if partial.is_file() and partial.stat().st_size == 0:
@@ -192,7 +204,7 @@ def fetch_file(plan: Plan, f: PlanFile, token: str | None, verify: bool, cb: Cal
     lock = (repo_storage(plan.repo_id).parent / ".locks" / repo_storage(plan.repo_id).name / f"{f.etag}.lock"
             if plan.local_dir is None else partial.with_suffix(".lock"))
     lock.parent.mkdir(parents=True, exist_ok=True)
-    expected = f.sha256 or f.blob_id
+    expected = f.sha256 or f.blob_id or ""
     with WeakFileLock(lock):
         for pass_ in (1, 2):
             if plan.local_dir is None and has_blob(plan, f):

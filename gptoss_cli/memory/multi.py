@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from gptoss_cli.memory.plan import GiB, MARGIN, _layers, _pad, compute_buffer_bytes, swa_cells
+from gptoss_cli.memory.plan import MARGIN, GiB, _layers, _pad, compute_buffer_bytes, swa_cells
 from gptoss_cli.memory.shapes import ModelShape
 
 

@@ -8,10 +8,15 @@ from pathlib import Path
 from converters.errors import BadInputError, ModelNotFound
 from gptoss_cli.memory.devices import Device, gpu_devices, parse_size, ram_device
 from gptoss_cli.memory.multi import MultiPlan, multi_rows, multi_title, plan_devices
-from gptoss_cli.memory.plan import (GiB, DoesNotFit, Plan, advice, flash_attn_used, plan_memory, plan_rows,
-                                    plan_title)
-from gptoss_cli.memory.shapes import (KNOWN_CONFIGS, ModelShape, check_keep, config_of, shape_from_config,
-                                      shape_from_gguf)
+from gptoss_cli.memory.plan import DoesNotFit, GiB, Plan, advice, flash_attn_used, plan_memory, plan_rows, plan_title
+from gptoss_cli.memory.shapes import (
+    KNOWN_CONFIGS,
+    ModelShape,
+    check_keep,
+    config_of,
+    shape_from_config,
+    shape_from_gguf,
+)
 
 
 def load_shape(model: str | None, keep: int | None = None) -> tuple[ModelShape, str]:
@@ -103,12 +108,12 @@ def fit(model_path: Path, ctx: int, flash_attn: str = "auto", workers: list | No
     if workers:
         from gptoss_cli.rpc.client import offload_table
 
-        plan = plan_devices(shape, ctx, offload_table(workers), ram_device().free,
-                            flash_attn=flash_attn_used(flash_attn), fit=True)
-        ui.err_table(multi_title(plan), ["where", "what", "size"], multi_rows(plan), right=["size"])
-        if not plan.fits:
-            raise DoesNotFit(model_path, plan.reason, "Add a worker, or free memory on the one named")
-        return plan
+        multi = plan_devices(shape, ctx, offload_table(workers), ram_device().free,
+                             flash_attn=flash_attn_used(flash_attn), fit=True)
+        ui.err_table(multi_title(multi), ["where", "what", "size"], multi_rows(multi), right=["size"])
+        if not multi.fits:
+            raise DoesNotFit(model_path, multi.reason, "Add a worker, or free memory on the one named")
+        return multi
     gpu_free, ram_free, _ = probe(None, None)
     plan = plan_memory(shape, ctx, gpu_free, ram_free, flash_attn=flash_attn_used(flash_attn))
     ui.err_table(plan_title(plan), ["where", "what", "size"], plan_rows(plan, shape), right=["size"])
@@ -155,7 +160,7 @@ def fit_backend(model_path: Path, b, kv_tokens: int, workers: list | None = None
         raise BadInputError(None, "--fit chooses the expert placement itself",
                             "Use either --fit or --cpu-moe / --n-cpu-moe")
     plan = fit(model_path, kv_tokens, b.flash_attn, workers=workers or [])
-    if workers:
+    if isinstance(plan, MultiPlan):  # with workers
         ui.info(plan.apply_to(b))
     elif plan.gpu:
         b.n_cpu_moe = plan.n_cpu_moe

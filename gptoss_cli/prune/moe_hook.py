@@ -39,7 +39,7 @@ class Sums:
     top_k: int = 0
 
     @classmethod
-    def zeros(cls, n_layer: int, n_expert: int) -> "Sums":
+    def zeros(cls, n_layer: int, n_expert: int) -> Sums:
         z = lambda: np.zeros((n_layer, n_expert))  # noqa: E731
         return cls(np.zeros((n_layer, n_expert), np.int64), z(), z(), z(), np.zeros(n_layer, np.int64))
 

@@ -45,7 +45,8 @@ class ExpertStats:
     norm_sum: np.ndarray    # [n_layer, n_expert] float64: sum over routed tokens of ||expert output||_2 (EAN)
     tokens: int             # calibration tokens evaluated
     source: str             # the GGUF it was computed on: file name, size and a hash of its first 4 MiB
-    layer_tokens: np.ndarray = field(default=None)  # [n_layer] int64: tokens each layer's statistics rest on
+    # [n_layer] int64: tokens each layer's statistics rest on
+    layer_tokens: np.ndarray = field(default=None)  # type: ignore[arg-type]  # None: __post_init__ derives it
     top_k: int = 0          # experts each token is routed to (4 for gpt-oss)
     chunk_tokens: int = 0   # window length the model ran over
     texts: str = ""         # what the calibration text was (for the record)
@@ -91,7 +92,7 @@ class ExpertStats:
             raise
 
     @classmethod
-    def load(cls, path: Path) -> "ExpertStats":
+    def load(cls, path: Path) -> ExpertStats:
         """Read a file written by save; StatsFileError naming the file when it is missing or malformed."""
         path = Path(path)
         if not path.is_file():

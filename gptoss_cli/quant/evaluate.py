@@ -49,7 +49,9 @@ def _load(path: Path, ctx: int, threads: int | None) -> Scorer:
 
 def _scored_logits(llm: Scorer, tokens: list[int], start: int, first: int, ctx: int) -> np.ndarray:
     """Logits [ctx - 1 - first, vocab] of the positions that predict tokens start+first+1 .. start+ctx-1."""
-    return llm.run(tokens[start:start + ctx])[first:ctx - 1]
+    logits = llm.run(tokens[start:start + ctx])
+    assert logits is not None  # _load's Scorer keeps all logits
+    return logits[first:ctx - 1]
 
 
 def _nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -147,9 +149,11 @@ def run_eval(reference: str, tests: list[str], text_file: str, ctx: int, threads
 
 def render(report: dict) -> None:
     """The table: one row per file, the reference first."""
+    def fmt(v: float | None, spec: str) -> str:
+        return "-" if v is None else format(v, spec)
+
     rows = []
     for r in report["results"]:
-        fmt = (lambda v, spec: "-" if v is None else format(v, spec))
         rows.append((Path(r["path"]).name, fmt(r["kl_mean"], ".6f"), fmt(r["kl_p99"], ".6f"),
                      "-" if r["top1"] is None else f"{100 * r['top1']:.2f}%", f"{r['ppl']:.3f}"))
     ui.table(f"{report['scored_tokens']} tokens scored in {report['chunks']} chunks of {report['ctx_size']} "

@@ -35,6 +35,7 @@ def run_imatrix(model: str | None, text_file: str | None, from_file: Path | None
         _check_free(out, force)
         source = str(from_file)
     else:
+        assert text_file is not None  # exactly one of the two, checked above
         gguf = paths.resolve_gguf(model)
         text = paths.read_text_arg(text_file, "calibration text")
         out = output or default_output(gguf)

@@ -18,8 +18,8 @@ from converters.errors import RecipeError, RunFailure
 from converters.imatrix import load_imatrix
 from converters.recipes import build_spec
 from converters.sizing import LOW_BIT_EXPERTS, SizePlan, check_imatrix, needs_imatrix, plan_sizes
-from converters.tensor_map import EXPERT_CLASSES
 from converters.snapshot import Snapshot
+from converters.tensor_map import EXPERT_CLASSES
 from gptoss_cli import paths, ui
 
 HOLD_ENV = "GPTOSS_TEST_HOLD"

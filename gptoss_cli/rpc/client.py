@@ -16,7 +16,7 @@ from gptoss_cli.rpc import faults, keepalive
 from gptoss_cli.rpc.endpoints import Endpoint, parse_endpoints, probe
 
 HANDSHAKE_TIMEOUT_S = 30.0
-_REGISTERED: dict[Endpoint, "Worker"] = {}
+_REGISTERED: dict[Endpoint, Worker] = {}
 
 
 class NoRpcBackend(RunFailure):

@@ -5,7 +5,8 @@ response`, `Failed to connect to ...`); ggml_abort hands the message to the abor
 abort(). Our callback finds the worker that stopped (the first one refusing connections, or not answering
 them: a vanished host, whose silence keepalive.py turned into an I/O error), runs the
 registered savers (the REPL writes the conversation), prints one line, runs the registered closers with it
-(serve ends every open request with it) and leaves with exit code 1 before abort() runs. Aborts that are not about RPC keep ggml's behaviour (message on stderr, then abort()).
+(serve ends every open request with it) and leaves with exit code 1 before abort() runs. Aborts that are not
+about RPC keep ggml's behaviour (message on stderr, then abort()).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from converters.errors import RunFailure
 from gptoss_cli.rpc.endpoints import Endpoint, probe
@@ -34,7 +35,7 @@ class _Guard:
         self.endpoints: list[Endpoint] = []
         self.savers: list[Callable[[], str | None]] = []
         self.closers: list[Callable[[str], None]] = []
-        self.callback = None
+        self.callback: object | None = None  # the ctypes ABORT_CALLBACK, kept alive once installed
         self.connecting: Endpoint | None = None   # the worker being handshaken with, if any
 
 

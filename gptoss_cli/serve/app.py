@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -14,8 +15,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from converters.errors import BadInputError
 from gptoss_cli.engine.backend import ContextFull
 from gptoss_cli.engine.batch import BatchEngine
-from gptoss_cli.engine.jobs import QueueFull, ShuttingDown
 from gptoss_cli.engine.constrain import Controller
+from gptoss_cli.engine.jobs import QueueFull, ShuttingDown
 from gptoss_cli.serve import chat, responses
 from gptoss_cli.serve.api_error import APIError
 from gptoss_cli.serve.edge import Guard, read_json

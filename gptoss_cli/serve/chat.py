@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from gptoss_cli.engine.harmony import Message
 from gptoss_cli.engine.harmony_tools import call_message, result_message
@@ -105,8 +106,8 @@ def _tool_calls(out: Outcome, call_id: str) -> list[dict] | None:
 
 def completion(plan: P.Plan, out: Outcome) -> dict[str, Any]:
     """The non-streamed response."""
-    message: dict[str, Any] = {"role": "assistant", "content": out.content if out.call is None else (out.content or None),
-                               "reasoning_content": out.reasoning or None}
+    content = out.content if out.call is None else (out.content or None)
+    message: dict[str, Any] = {"role": "assistant", "content": content, "reasoning_content": out.reasoning or None}
     calls = _tool_calls(out, "call_" + uuid.uuid4().hex[:24])
     if calls:
         message["tool_calls"] = calls

@@ -8,7 +8,7 @@ the process waits (at most DRAIN_S) until each request has written its end (an e
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 DRAIN_S = 10.0
 

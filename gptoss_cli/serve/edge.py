@@ -103,7 +103,7 @@ class Guard:
     def _key_ok(self, headers: dict[str, str]) -> bool:
         given = headers.get("authorization", "").encode("latin-1")
         token = given[7:] if given[:7].lower() == b"bearer " else b""
-        return hmac.compare_digest(token, self.key)
+        return self.key is not None and hmac.compare_digest(token, self.key)
 
     def _cors(self, origin: str | None) -> list[tuple[bytes, bytes]]:
         if origin is None:

@@ -13,11 +13,10 @@ import time
 from dataclasses import dataclass, field
 
 from gptoss_cli.engine.batch import BatchEngine
-from gptoss_cli.engine.jobs import Job
 from gptoss_cli.engine.constrain import Controller
 from gptoss_cli.engine.harmony_stream import ParsedMessage, StreamParser, is_call
 from gptoss_cli.engine.harmony_tools import ToolCall, call_name, find_call
-
+from gptoss_cli.engine.jobs import Job
 
 FAILED = ("cancelled", "shutdown", "error")   # finish reasons of a generation that gave no answer
 
@@ -170,7 +169,7 @@ class Generation:
 
     def _route(self, channel: str, text: str) -> None:
         msg = self.parser.current or (self.parser.messages[-1] if self.parser.messages else None)
-        if msg is not None and is_call(msg):
+        if msg is not None and msg.recipient is not None and is_call(msg):
             self._emit("call", text, name=call_name(msg.recipient))
         elif channel == "analysis":
             self.out.reasoning += text

@@ -11,7 +11,8 @@ whose response carries the same items as were streamed.
 from __future__ import annotations
 
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from gptoss_cli.serve import plan as P
 from gptoss_cli.serve.generation import FAILED, Generation, Outcome, now
@@ -79,6 +80,7 @@ class ResponseStream:
         """Text for an item of kind (opened first if another kind, or none, is open)."""
         evs = self.begin(kind, name) if self.open is None or self.open.kind != kind else []
         it = self.open
+        assert it is not None  # begin() opened one if none was
         it.text += text
         at = {"item_id": it.id, "output_index": it.index}
         if kind == "function_call":

@@ -70,7 +70,8 @@ def _items(plan: P.Plan, items: list) -> None:
             names[ids[0] or ids[1] or ""] = name
             plan.messages.append(call_message(name, args))
         elif kind == "function_call_output":
-            name = names.get(P.call_id(item.get("call_id"), f"{where}.call_id"))
+            call_id = P.call_id(item.get("call_id"), f"{where}.call_id")
+            name = names.get(call_id) if call_id is not None else None
             if name is None:
                 raise bad(f"{where}.call_id", "does not match an earlier function_call item")
             output = item.get("output")

@@ -10,16 +10,32 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gptoss_cli.tools.results import ToolResult, describe_result
-from gptoss_cli.tools.servers import (RemoteTool, ServerSpec, ToolServerError, clean_schema, model_name,
-                                      parse_server, safe_name, start_error, unique_labels)
+from gptoss_cli.tools.servers import (
+    RemoteTool,
+    ServerSpec,
+    ToolServerError,
+    clean_schema,
+    model_name,
+    parse_server,
+    safe_name,
+    start_error,
+    unique_labels,
+)
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+if TYPE_CHECKING:
+    from mcp import ClientSession
 
 __all__ = ["RemoteTool", "ServerSpec", "ToolHub", "ToolServerError", "parse_server"]
 
@@ -30,7 +46,7 @@ CALL_TIMEOUT_S = 120.0
 @dataclass
 class _Server:
     spec: ServerSpec
-    session: object = None
+    session: ClientSession | None = None   # set while alive
     tools: list = field(default_factory=list)
     alive: bool = False
     stop: asyncio.Event | None = None
@@ -59,14 +75,14 @@ class ToolHub:
     def start(self) -> None:
         """Start every server and list its tools; on any failure stop the started ones and raise."""
         labels = unique_labels([s.label for s in self.specs])
-        self.servers = {label: _Server(spec) for label, spec in zip(labels, self.specs)}
+        self.servers = {label: _Server(spec) for label, spec in zip(labels, self.specs, strict=True)}
         try:
             self._run(self._start_all(), self.start_timeout + 10)
-            failed = [(label, s) for label, s in self.servers.items() if s.error is not None]
-            failed.sort(key=lambda item: isinstance(item[1].error, TimeoutError))  # a definite cause first
+            failed = [(label, s.spec, s.error) for label, s in self.servers.items() if s.error is not None]
+            failed.sort(key=lambda item: isinstance(item[2], TimeoutError))  # a definite cause first
             if failed:
-                label, server = failed[0]
-                raise start_error(server.spec, server.error, self._log_path(label))
+                label, spec, error = failed[0]
+                raise start_error(spec, error, self._log_path(label))
         except BaseException:
             self.close()
             raise
@@ -85,7 +101,7 @@ class ToolHub:
         for log in self._logs:
             log.close()
 
-    def __enter__(self) -> "ToolHub":
+    def __enter__(self) -> ToolHub:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -131,9 +147,9 @@ class ToolHub:
         await asyncio.gather(*(self._start(label, server) for label, server in self.servers.items()))
 
     async def _start(self, label: str, server: _Server) -> None:
-        ready = asyncio.Event()
-        server.stop = asyncio.Event()
-        server.task = asyncio.create_task(self._serve(label, server, ready))
+        ready, stop = asyncio.Event(), asyncio.Event()
+        server.stop = stop
+        server.task = asyncio.create_task(self._serve(label, server, ready, stop))
         try:
             await asyncio.wait_for(ready.wait(), self.start_timeout)
         except asyncio.TimeoutError:
@@ -141,7 +157,7 @@ class ToolHub:
             server.task.cancel()
             await asyncio.gather(server.task, return_exceptions=True)
 
-    async def _serve(self, label: str, server: _Server, ready: asyncio.Event) -> None:
+    async def _serve(self, label: str, server: _Server, ready: asyncio.Event, stop: asyncio.Event) -> None:
         from mcp import ClientSession
 
         try:
@@ -151,7 +167,7 @@ class ToolHub:
                     server.tools = await _list_all(session)
                     server.session, server.alive = session, True
                     ready.set()
-                    await server.stop.wait()
+                    await stop.wait()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - reported by start() or as a dead server
@@ -171,14 +187,14 @@ class ToolHub:
         return stdio_client(params, errlog=self._errlog(label))
 
     async def _call(self, server: _Server, tool: RemoteTool, arguments: dict) -> ToolResult:
-        if not server.alive:
+        if not server.alive or server.session is None:
             return ToolResult(f"the MCP server {tool.server} is not running", True)
         result = await server.session.call_tool(tool.remote_name, arguments,
                                                 read_timeout_seconds=self.call_timeout)
         return describe_result(result)
 
     async def _alive(self, server: _Server) -> bool:
-        if not server.alive:
+        if not server.alive or server.session is None:
             return False
         try:
             await asyncio.wait_for(server.session.send_ping(), 5)

@@ -8,8 +8,9 @@ to the model with an error saying so; nothing runs without approval.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any
 
 from gptoss_cli.engine.harmony_tools import ToolCall, ToolSpec, parse_arguments
 from gptoss_cli.tools.mcp_client import RemoteTool, ToolHub
@@ -57,8 +58,8 @@ class ToolRunner:
     def __call__(self, call: ToolCall) -> str:
         """The text the model gets back for this call (a result, or an error it can act on)."""
         tool = self.hub.tools.get(call.name)
-        record = {"server": tool.server if tool else None, "name": call.name, "arguments": call.arguments,
-                  "approved": False, "seconds": 0.0}
+        record: dict[str, Any] = {"server": tool.server if tool else None, "name": call.name,
+                                  "arguments": call.arguments, "approved": False, "seconds": 0.0}
         self.records.append(record)
         try:
             arguments = parse_arguments(call.arguments)

@@ -5,8 +5,9 @@ that neither side downloads) is served by tests/hubserver.py on 127.0.0.1. Each 
 process into an empty HF cache: gptoss (sha256 verification on, its default), gptoss --no-verify, and
 huggingface_hub's `hf_hub_download` for each needed file on a thread pool of the same width (8), with its
 default 10 MiB read size and with gptoss's 1 MiB (to separate that setting from the rest). Runs are
-interleaved in a rotating order, the disk is synced before each, and the median is kept. Throughput is bytes / transfer time (HEAD + GET + cache link; process
-start and the repo listing excluded on both sides). Goal: gptoss with verification >= 95 % of plain.
+interleaved in a rotating order, the disk is synced before each, and the median is kept. Throughput is
+bytes / transfer time (HEAD + GET + cache link; process start and the repo listing excluded on both sides).
+Goal: gptoss with verification >= 95 % of plain.
 
     python -m tests.bench.pull_bench [--size-gb 3] [--repeats 3] [--workdir DIR]
 """

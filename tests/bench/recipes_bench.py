@@ -60,7 +60,7 @@ def run(checkpoint: Path, workdir: Path) -> dict:
             _cli("imatrix", str(out), "--text", str(calib), "-c", str(CTX), "-o", str(imatrix), "--force", env=env)
     report = json.loads(_cli("eval", str(files["f16"]), *[str(files[r]) for r in order], "--text", str(sample),
                              "-c", str(CTX), "--chunks", str(CHUNKS), "--json", env=env).stdout)
-    for row, res in zip(rows, report["results"][1:]):
+    for row, res in zip(rows, report["results"][1:], strict=True):
         row.update(kl_mean=res["kl_mean"], kl_p99=res["kl_p99"], top1=res["top1"], ppl=res["ppl"])
     for f in files.values():
         f.unlink(missing_ok=True)

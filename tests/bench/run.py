@@ -113,7 +113,7 @@ def bench_serve(out: Path) -> dict:
                            force=True)
     console.print("[bold]serve: gptoss serve vs llama-server -np 8 and llama-cpp-python's server, "
                   "64 tokens per stream (fixture, then slice)")
-    result = {name: _optional("serve_bench", lambda m: m.run(gguf, workdir=out))
+    result = {name: _optional("serve_bench", lambda m, gguf=gguf: m.run(gguf, workdir=out))
               for name, gguf in (("fixture", fixture), ("slice", _slice_gguf(out)))}
     for name, r in result.items():
         t = Table(title=f"serve ({name}): {r.get('cpu')}, load average {r.get('loadavg')}")
