@@ -105,7 +105,8 @@ def read_layout(path: Path, keep_arrays: frozenset[str] = frozenset()) -> Source
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             return _parse(_Reader(buf, path), path, os.fstat(f.fileno()).st_size, keep_arrays)
     except (OSError, ValueError) as exc:
-        raise BadInputError(path, f"cannot read it as GGUF ({exc})", "Pass a .gguf written by `gptoss quantize`") from None
+        raise BadInputError(path, f"cannot read it as GGUF ({exc})",
+                            "Pass a .gguf written by `gptoss quantize`") from None
 
 
 def _parse(r: _Reader, path: Path, size: int, keep_arrays: frozenset[str]) -> SourceLayout:

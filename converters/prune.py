@@ -15,8 +15,19 @@ import struct
 from dataclasses import dataclass
 
 from converters.errors import BadInputError
-from converters.gguf_layout import (ARRAY, FMT, INT32, UINT32, UINT64, SourceLayout, build_header, kv_entry,
-                                    kv_string, pad, read_layout)
+from converters.gguf_layout import (
+    ARRAY,
+    FMT,
+    INT32,
+    UINT32,
+    UINT64,
+    SourceLayout,
+    build_header,
+    kv_entry,
+    kv_string,
+    pad,
+    read_layout,
+)
 
 KEY_SOURCE = "gptoss.prune.source"                  # string: file name of the GGUF pruned
 KEY_CRITERION = "gptoss.prune.criterion"            # string: reap, frequency or ean
@@ -162,7 +173,8 @@ def first_kept(src: SourceLayout, keep: int) -> list[list[int]]:
     return [list(range(keep)) for _ in range(int(src.get("block_count", 0)))]
 
 
-def pruned_nbytes(name: str, dims: tuple[int, ...], nbytes: int, n_expert: int, keep: int) -> tuple[tuple[int, ...], int]:
+def pruned_nbytes(name: str, dims: tuple[int, ...], nbytes: int, n_expert: int,
+                  keep: int) -> tuple[tuple[int, ...], int]:
     """A tensor's dims and bytes after pruning to keep experts (unchanged when it has no expert axis)."""
     if not EXPERT_AXIS.match(name) or not dims or dims[-1] != n_expert:
         return dims, nbytes

@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 import pytest
+from conftest import ROOT
+from oracles import harmony_tokens, kl_and_top1, llama_cpp_logits, reference_logits
 
 from converters.convert import convert_checkpoint
 from converters.fixture import write_checkpoint
@@ -21,9 +23,6 @@ from converters.prune import KEY_CALIB_TOKENS, KEY_CRITERION, KEY_KEPT, KEY_SOUR
 from converters.prune_copy import write_pruned
 from gptoss_cli.prune import calibration
 from gptoss_cli.prune.heldout import HELDOUT
-from oracles import harmony_tokens, kl_and_top1, llama_cpp_logits, reference_logits
-
-from conftest import ROOT
 
 # tiny6: 6 layers, 8 experts, top-4. Two dead experts in every layer, a different pair per layer.
 DEAD = {0: (1, 6), 1: (2, 5), 2: (0, 7), 3: (3, 4), 4: (0, 1), 5: (6, 7)}
@@ -75,7 +74,8 @@ def _pruned_by_cli(cli, src, out, *extra):
 # With 6 experts instead of 8 llama.cpp computes the same routing (checked with the statistics hook) but its
 # float32 sums do not always run in the same order: the logits agree exactly on the 103-token sequence below
 # and over the first 70 positions of the held-out text, after which they drift (KL 1.1e-4, top-1 98% over its
-# 512-token chunks) as a random-weight model amplifies float32 rounding layer after layer. Dropping one live expert per layer instead measured KL 0.04.
+# 512-token chunks) as a random-weight model amplifies float32 rounding layer after layer. Dropping one live
+# expert per layer instead measured KL 0.04.
 EXACT_KL, NOISE_KL, LIVE_DROPPED_KL = 1e-9, 1e-3, 1e-2
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,26 +17,26 @@ or measuring the loss; 2 bad input (--keep below the experts a token uses or abo
 
 
 def prune(
-    model: Optional[str] = typer.Argument(None, autocompletion=complete_gguf_model,
+    model: str | None = typer.Argument(None, autocompletion=complete_gguf_model,
                                          help="A .gguf, 20b/120b (its newest GGUF), or a pulled snapshot "
                                               "(converted first) (default: the last GGUF written)."),
-    keep: Optional[int] = typer.Option(None, "--keep", "-k", help="Experts to keep in every layer (at least "
+    keep: int | None = typer.Option(None, "--keep", "-k", help="Experts to keep in every layer (at least "
                                                                   "the 4 each token uses)."),
-    target_size: Optional[str] = typer.Option(None, "--target-size", help="Keep as many experts as fit this "
+    target_size: str | None = typer.Option(None, "--target-size", help="Keep as many experts as fit this "
                                                                           "file size, e.g. 40GB (binary: GiB)."),
     text: list[Path] = typer.Option([], "--text", help="Calibration text: plain text, or JSONL chats rendered in "
                                                        "harmony; repeatable (default: the built-in set and the "
                                                        "model's replies)."),
     calib_tokens: int = typer.Option(32768, "--calib-tokens", help="Calibration tokens the statistics use."),
     criterion: str = typer.Option("reap", "--criterion", help="reap (default), frequency or ean."),
-    stats: Optional[Path] = typer.Option(None, "--stats", help="Statistics file: reused when it exists, else "
+    stats: Path | None = typer.Option(None, "--stats", help="Statistics file: reused when it exists, else "
                                                                "written after collecting."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the exact output size (and, with --stats, "
                                                           "which experts go); write nothing."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output .gguf (default: "
+    output: Path | None = typer.Option(None, "--output", "-o", help="Output .gguf (default: "
                                           "$GPTOSS_HOME/models/SOURCE-<N>e.gguf)."),
     no_eval: bool = typer.Option(False, "--no-eval", help="Skip the KL / top-1 comparison with the unpruned model."),
-    eval_text: Optional[Path] = typer.Option(None, "--eval-text", help="Held-out text for that comparison "
+    eval_text: Path | None = typer.Option(None, "--eval-text", help="Held-out text for that comparison "
                                                                        "(default: a built-in one)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before converting a snapshot first."),
     threads: Threads = None,

@@ -169,7 +169,7 @@ def plan(
     json_out: JsonOut = False,
     rpc: str | None = typer.Option(None, "--rpc", help="Plan for these `gptoss worker`s: "
                                                           "HOST:PORT[,HOST:PORT...]."),
-    keep: Optional[int] = typer.Option(None, "--keep", help="Plan for the model pruned to N experts per layer "
+    keep: int | None = typer.Option(None, "--keep", help="Plan for the model pruned to N experts per layer "
                                                             "(`gptoss prune --keep N`)."),
 ) -> None:
     """Plan memory without loading anything: what goes on the GPU, what stays in RAM, the --n-cpu-moe to use.

@@ -56,7 +56,7 @@ def render_layers(rows: list[dict], tokens: int) -> None:
     """Per layer: tokens, REAP saliency spread, the routing share of the dropped experts, which go."""
     spread = [f"{r['saliency_min']:.3g} / {r['saliency_median']:.3g} / {r['saliency_max']:.3g}" for r in rows]
     table = [(r["layer"], r["tokens"], s, f"{100 * r['dropped_routing_share']:.1f}%", r["unused_experts"],
-              _ids(r["dropped"])) for r, s in zip(rows, spread)]
+              _ids(r["dropped"])) for r, s in zip(rows, spread, strict=True)]
     ui.table(f"experts dropped per layer (statistics over {tokens} tokens)",
              ["layer", "tokens", "saliency min/median/max", "routing dropped", "unused", "dropped ids"], table,
              right=["layer", "tokens", "routing dropped", "unused"])
