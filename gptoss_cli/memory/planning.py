@@ -54,6 +54,19 @@ def _from_config(config: dict, name: str, keep: int | None) -> ModelShape:
     return shape_from_config(config, name)
 
 
+def _chat_target(model: str | None, keep: int | None) -> str:
+    """What `gptoss chat` is given: the model, or with keep the file `gptoss prune --keep` writes for it."""
+    from gptoss_cli import paths
+
+    if keep is None or not model:
+        return model or ""
+    if model.endswith(".gguf"):
+        return f"{Path(model).stem}-{keep}e.gguf"
+    if Path(model).expanduser().is_dir():
+        return f"{paths.folder_stem(Path(model).expanduser())}-mxfp4-{keep}e.gguf"
+    return f"{paths.repo_stem(paths.repo_id_for(model))}-mxfp4-{keep}e.gguf"
+
+
 def probe(vram: str | None, ram: str | None) -> tuple[int, int, list[Device]]:
     """(GPU bytes free, RAM bytes free, devices) from --vram/--ram or from the machine."""
     devices = []
@@ -86,7 +99,7 @@ def run_plan(model: str | None, ctx: int, vram: str | None, ram: str | None, fla
     plan = plan_memory(shape, ctx, gpu_free, ram_free, flash_attn=flash_attn_used(flash_attn))
     flags = f" --n-cpu-moe {plan.n_cpu_moe}" if plan.gpu and plan.n_cpu_moe else ""
     flags += f" --ctx-size {ctx}" + ("" if flash_attn == "auto" else f" --flash-attn {flash_attn}")
-    command = f"gptoss chat {model or ''}".rstrip() + flags
+    command = f"gptoss chat {_chat_target(model, keep)}".rstrip() + flags
     if as_json:
         ui.print_json({**plan.to_json(), "source": source, "command": command if plan.fits else None,
                        "devices": [asdict(d) for d in devices]})
