@@ -62,7 +62,7 @@ demo: install
 	GPTOSS_HOME=$(DEMO)/home XDG_STATE_HOME=$(DEMO)/state $(VENV)/bin/gptoss chat -p "Say hello." --max-tokens 48 --seed 1 --json
 
 # `make bench ONLY=convert,offload` runs some of: convert, chat, offload, pull, recipes, rpc, serve, prune-stats,
-# constrain.
+# constrain, prune.
 bench: install
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m tests.bench.run --out bench-out $(if $(ONLY),--only $(ONLY))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from gptoss_cli import __version__
-from gptoss_cli.commands import chat, models, plan, quant, serve, worker
+from gptoss_cli.commands import chat, models, plan, prune, quant, serve, worker
 
 app = typer.Typer(
     name="gptoss",
@@ -29,6 +29,7 @@ COMMANDS = (
     ("recipes", quant.recipes, None),
     ("imatrix", quant.imatrix, None),
     ("eval", quant.eval_, None),
+    ("prune", prune.prune, prune.PRUNE_EXIT_CODES),
     ("worker", worker.worker, worker.WORKER_EXIT_CODES),
 )
 for _name, _function, _epilog in COMMANDS:

@@ -25,6 +25,8 @@ def plan(
     json_out: JsonOut = False,
     rpc: str | None = typer.Option(None, "--rpc", help="Plan for these `gptoss worker`s: "
                                                           "HOST:PORT[,HOST:PORT...]."),
+    keep: int | None = typer.Option(None, "--keep", help="Plan for the model pruned to N experts per layer "
+                                                            "(`gptoss prune --keep N`)."),
 ) -> None:
     """Plan memory without loading anything: what goes on the GPU, what stays in RAM, the --n-cpu-moe to use.
 
@@ -39,9 +41,11 @@ def plan(
         gptoss plan gpt-oss-120b-mxfp4.gguf --json | jq .n_cpu_moe
 
         gptoss plan 120b --rpc 10.0.0.2:50052,10.0.0.3:50052   # asks each worker for its memory
+
+        gptoss plan 120b --keep 64 --vram 24GB       # after `gptoss prune 120b --keep 64`
     """
     from gptoss_cli.memory.planning import PlanOptions, run_plan
 
     opts = PlanOptions(model=model, ctx=ctx_size, vram=vram, ram=ram, flash_attn=flash_attn.value, as_json=json_out,
-                       rpc=rpc)
+                       rpc=rpc, keep=keep)
     run_guarded(lambda: run_plan(opts))

@@ -21,36 +21,59 @@ from gptoss_cli.memory.placement import (
 from gptoss_cli.memory.shapes import (
     KNOWN_CONFIGS,
     ModelShape,
+    check_keep,
+    config_of,
     shape_from_config,
-    shape_from_config_file,
     shape_from_gguf,
 )
 
 
-def load_shape(model: str | None) -> tuple[ModelShape, str]:
-    """The shape of a model argument and where it came from: GGUF header, config.json, or built-in."""
+def load_shape(model: str | None, keep: int | None = None) -> tuple[ModelShape, str]:
+    """The shape of a model argument and where it came from: GGUF header, config.json, or built-in; with keep,
+    the shape after pruning to keep experts per layer (exact from a GGUF header)."""
     from gptoss_cli import paths
 
     if model is not None and Path(model).expanduser().exists():
         p = Path(model).expanduser()
         if p.is_dir():
-            return shape_from_config_file(p), "estimate from config.json (recipe mxfp4)"
-        return shape_from_gguf(p), "GGUF header"
+            return _from_config(config_of(p), p.name, keep), "estimate from config.json (recipe mxfp4)"
+        return shape_from_gguf(p, keep), "GGUF header"
     try:
         gguf_path = paths.resolve_gguf(model)
-        return shape_from_gguf(gguf_path), f"GGUF header of {gguf_path.name}"
+        return shape_from_gguf(gguf_path, keep), f"GGUF header of {gguf_path.name}"
     except ModelNotFound:
         if model is None or model.endswith(".gguf"):
             raise
     repo = paths.repo_id_for(model)
     snap = paths.cached_snapshot(repo)
     if snap is not None:
-        return shape_from_config_file(snap), f"estimate from {repo} config.json (recipe mxfp4)"
+        return _from_config(config_of(snap), snap.name, keep), f"estimate from {repo} config.json (recipe mxfp4)"
     size = paths.short_name(repo).lower()
     if size in KNOWN_CONFIGS:
-        return (shape_from_config(KNOWN_CONFIGS[size], f"gpt-oss-{size}"),
+        return (_from_config(KNOWN_CONFIGS[size], f"gpt-oss-{size}", keep),
                 f"estimate from the gpt-oss-{size} release shape (recipe mxfp4)")
     raise ModelNotFound(model, "no GGUF, snapshot or known shape for it", "Pass a .gguf, a folder, 20b or 120b")
+
+
+def _from_config(config: dict, name: str, keep: int | None) -> ModelShape:
+    if keep is not None:
+        check_keep(keep, int(config.get("num_experts_per_tok") or config.get("experts_per_token") or 1),
+                   int(config.get("num_local_experts", 0)), name)
+        config = {**config, "num_local_experts": keep}
+    return shape_from_config(config, name)
+
+
+def _chat_target(model: str | None, keep: int | None) -> str:
+    """What `gptoss chat` is given: the model, or with keep the file `gptoss prune --keep` writes for it."""
+    from gptoss_cli import paths
+
+    if keep is None or not model:
+        return model or ""
+    if model.endswith(".gguf"):
+        return f"{Path(model).stem}-{keep}e.gguf"
+    if Path(model).expanduser().is_dir():
+        return f"{paths.folder_stem(Path(model).expanduser())}-mxfp4-{keep}e.gguf"
+    return f"{paths.repo_stem(paths.repo_id_for(model))}-mxfp4-{keep}e.gguf"
 
 
 def probe(vram: str | None, ram: str | None) -> tuple[int, int, list[Device]]:
@@ -80,6 +103,7 @@ class PlanOptions:
     flash_attn: str = "auto"
     as_json: bool = False
     rpc: str | None = None          # --rpc HOST:PORT,...: plan over these workers
+    keep: int | None = None         # --keep N: plan for the model pruned to N experts per layer
 
 
 def run_plan(opts: PlanOptions) -> None:
@@ -89,14 +113,16 @@ def run_plan(opts: PlanOptions) -> None:
     model, ctx, flash_attn = opts.model, opts.ctx, opts.flash_attn
     if ctx < 1:
         raise BadInputError(str(ctx), "--ctx-size must be positive")
-    shape, source = load_shape(model)
+    shape, source = load_shape(model, opts.keep)
+    if opts.keep is not None:
+        source += f", pruned to {opts.keep} experts per layer"
     if opts.rpc:
         return _run_plan_rpc(shape, source, opts.rpc, opts)
     gpu_free, ram_free, devices = probe(opts.vram, opts.ram)
     plan = plan_memory(shape, ctx, gpu_free, ram_free, flash_attn=flash_attn_used(flash_attn))
     flags = f" --n-cpu-moe {plan.n_cpu_moe}" if plan.gpu and plan.n_cpu_moe else ""
     flags += f" --ctx-size {ctx}" + ("" if flash_attn == "auto" else f" --flash-attn {flash_attn}")
-    command = f"gptoss chat {model or ''}".rstrip() + flags
+    command = f"gptoss chat {_chat_target(model, opts.keep)}".rstrip() + flags
     if opts.as_json:
         ui.print_json({**plan.to_json(), "source": source, "command": command if plan.fits else None,
                        "devices": [asdict(d) for d in devices]})
@@ -148,7 +174,7 @@ def _run_plan_rpc(shape: ModelShape, source: str, rpc: str, opts: PlanOptions) -
     plan: MultiPlan = plan_devices(shape, ctx, devices, ram_free, flash_attn=flash_attn_used(flash_attn), fit=True)
     flags = f" --rpc {rpc}" + (" --fit" if plan.split else "")
     flags += f" --ctx-size {ctx}" + ("" if flash_attn == "auto" else f" --flash-attn {flash_attn}")
-    command = f"gptoss chat {model or ''}".rstrip() + flags
+    command = f"gptoss chat {_chat_target(model, opts.keep)}".rstrip() + flags
     if opts.as_json:
         ui.print_json({**plan.to_json(), "source": source, "command": command if plan.fits else None})
     else:

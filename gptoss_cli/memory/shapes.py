@@ -123,19 +123,44 @@ KNOWN_CONFIGS = {
 }
 
 
-def shape_from_config_file(path: Path) -> ModelShape:
-    """shape_from_config on a config.json file (or a snapshot folder holding one)."""
+def config_of(path: Path) -> dict:
+    """The parsed config.json (path is the file or a snapshot folder holding one)."""
     path = Path(path)
     if path.is_dir():
         path = path / "config.json"
     try:
-        config = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise BadInputError(path, f"cannot read config.json: {exc}") from None
-    return shape_from_config(config, path.parent.name)
 
 
-def shape_from_gguf(path: Path) -> ModelShape:
-    """Exact tensor sizes from a gpt-oss GGUF header (no tensor data is read)."""
+def shape_from_config_file(path: Path) -> ModelShape:
+    """shape_from_config on a config.json file (or a snapshot folder holding one)."""
+    path = Path(path)
+    return shape_from_config(config_of(path), (path if path.is_dir() else path.parent).name)
+
+
+def check_keep(keep: int, used: int, n_expert: int, name: str) -> None:
+    """BadInputError unless keep experts per layer is within used..n_expert."""
+    if not used <= keep <= n_expert:
+        raise BadInputError(str(keep), f"--keep must be between {used} (the experts each token uses) and "
+                                       f"{n_expert} (the experts per layer of {name})",
+                            f"For example --keep {max(used, n_expert * 3 // 4)}")
+
+
+def shape_from_gguf(path: Path, keep: int | None = None) -> ModelShape:
+    """Exact tensor sizes from a gpt-oss GGUF header (no tensor data is read); with keep, after pruning."""
     header = read_header(path)
-    return shape_from_tensors(header.metadata, header.tensors, Path(path).name)
+    meta, tensors = header.metadata, header.tensors
+    if keep is not None:
+        n_expert = int(meta.get("gpt-oss.expert_count", 0))
+        check_keep(keep, int(meta.get("gpt-oss.expert_used_count", 1)), n_expert, Path(path).name)
+        tensors = [TensorInfo(t.name, *_pruned(t, n_expert, keep)) for t in tensors]
+    return shape_from_tensors(meta, tensors, Path(path).name)
+
+
+def _pruned(t: TensorInfo, n_expert: int, keep: int):
+    from converters.prune import pruned_nbytes
+
+    dims, nbytes = pruned_nbytes(t.name, t.shape, t.n_bytes, n_expert, keep)
+    return dims, t.type, nbytes

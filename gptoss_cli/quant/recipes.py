@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from converters.recipes import EXPERT_CLASSES, RECIPES, QuantSpec
@@ -14,6 +15,7 @@ from gptoss_cli.memory.shapes import KNOWN_CONFIGS
 # Fields the planner's shapes leave out; their values do not change tensor sizes.
 RELEASE_DEFAULTS = {"max_position_embeddings": 131072, "rope_theta": 150000.0, "rms_norm_eps": 1e-5,
                     "sliding_window": 128, "vocab_size": 201088}
+PRUNED_KEEPS = {"20b": (32, 24, 16), "120b": (128, 96, 80, 64, 48)}
 
 
 def recipe_rows() -> list[dict]:
@@ -32,11 +34,24 @@ def recipe_rows() -> list[dict]:
     return rows
 
 
+def pruned_rows() -> list[dict]:
+    """Tensor bytes of 20b and 120b (recipe mxfp4) with PRUNED_KEEPS experts per layer (`gptoss prune --keep`)."""
+    rows = []
+    for size, keeps in PRUNED_KEEPS.items():
+        hp = HParams.from_config({**RELEASE_DEFAULTS, **KNOWN_CONFIGS[size]}, Path(f"{size}/config.json"))
+        for keep in keeps:
+            spec = QuantSpec(RECIPES["mxfp4"])
+            rows.append({"model": size, "experts": keep, "of": hp.experts,
+                         "bytes": estimate_bytes(dataclasses.replace(hp, experts=keep), spec)})
+    return rows
+
+
 def run_recipes(as_json: bool) -> list[dict]:
-    """Print the recipe table (or JSON)."""
+    """Print the recipe table and the pruned sizes (or JSON)."""
     rows = recipe_rows()
+    pruned = pruned_rows()
     if as_json:
-        ui.print_json({"recipes": rows})
+        ui.print_json({"recipes": rows, "pruned": pruned})
         return rows
     gb = lambda n: f"{n / 1e9:.1f} GB"  # noqa: E731
     ui.table("quantization recipes (expected sizes: tensor bytes, decimal GB)",
@@ -45,6 +60,10 @@ def run_recipes(as_json: bool) -> list[dict]:
                "needed" if r["imatrix"] else "", gb(r["bytes_20b"]), gb(r["bytes_120b"])) for r in rows],
              right=["20b", "120b"])
     ui.table(None, ["recipe", "what it does"], [(r["recipe"], r["summary"]) for r in rows])
+    ui.table("pruned (recipe mxfp4, `gptoss prune --keep N`; tensor bytes, decimal GB)",
+             ["model", "experts per layer", "size"],
+             [(f"gpt-oss-{r['model']}", f"{r['experts']} of {r['of']}", gb(r["bytes"])) for r in pruned],
+             right=["experts per layer", "size"])
     ui.info("gpt-oss rows are 2880 wide, not a multiple of 256: K-quant experts fall back to Q4_0/Q5_0 as "
             "llama.cpp does (see --dry-run).")
     return rows

@@ -1,6 +1,7 @@
 """`make bench`: every benchmark in one run, printed as tables and written as JSON.
 
-    python -m tests.bench.run --out bench-out [--only convert,chat,offload,pull,recipes,rpc,serve,prune-stats,constrain]
+    python -m tests.bench.run --out bench-out \
+        [--only convert,chat,offload,pull,recipes,rpc,serve,prune-stats,constrain,prune]
 """
 
 from __future__ import annotations
@@ -161,12 +162,28 @@ def bench_constrain(out: Path) -> dict:
         t.add_row(r["sampler"], str(r["us_per_token"]), str(r["answers"]), str(r["valid"]), str(r["cut"]),
                   str(r["refused"]))
     console.print(t)
+
+
+def bench_prune(out: Path) -> dict:
+    gguf = _slice_gguf(out)
+    console.print("[bold]prune: writing a pruned GGUF of gpt-oss-20b's full shapes vs cp of the output")
+    result = _optional("prune_bench", lambda m: m.run(gguf, out / "prune"))
+    t = Table(title="pruned sizes (recipe mxfp4, tensor bytes)")
+    for col in ("model", "experts per layer", "GB"):
+        t.add_column(col, justify="right")
+    for r in result.get("sizes", []):
+        t.add_row(f"gpt-oss-{r['model']}", f"{r['experts']} of {r['of']}", f"{r['bytes'] / 1e9:.2f}")
+    console.print(t)
+    if "prune" in result:
+        p, c = result["prune"], result["cp"]
+        console.print(f"prune --keep {result['keep']}: {p['seconds']} s, peak RSS {p['peak_rss_mb']} MB; cp: "
+                      f"{c['seconds']} s; {result['ratio_vs_cp']}x cp (goal <= 1.5x, RSS <= 1.5 GB)")
     return result
 
 
 BENCHES = {"convert": bench_convert, "chat": bench_chat, "offload": bench_offload, "pull": bench_pull,
            "recipes": bench_recipes, "rpc": bench_rpc, "serve": bench_serve, "prune-stats": bench_prune_stats,
-           "constrain": bench_constrain}
+           "constrain": bench_constrain, "prune": bench_prune}
 
 
 def main(argv: list[str] | None = None) -> int:
