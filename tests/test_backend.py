@@ -241,7 +241,7 @@ def test_llama_cpp_is_quiet_unless_verbose(tiny_gguf, capfd):
 
 
 def test_planner_kv_cells_match_what_llama_cpp_allocates(tiny_gguf):
-    from gptoss_cli.memory.plan import swa_cells
+    from gptoss_cli.memory.placement import swa_cells
     from gptoss_cli.memory.shapes import shape_from_gguf
 
     with Backend(tiny_gguf, BackendOptions(ctx_size=1000)) as b:

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from gptoss_cli.memory.plan import compute_buffer_bytes
+from gptoss_cli.memory.placement import compute_buffer_bytes
 from gptoss_cli.memory.shapes import shape_from_gguf
 
 MiB = 1 << 20
