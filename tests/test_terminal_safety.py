@@ -78,8 +78,9 @@ def _spawn(args: list[str], env: dict | None = None, width: int = 220) -> tuple:
 def _check_screen(raw: str, shown: list[str]) -> None:
     assert not _foreign(raw), _foreign(raw)
     plain = _plain(raw)
+    unwrapped = re.sub(r"\s*\n\s*", "", plain)   # a long path in a table title wraps at the screen's width
     for text in shown:
-        assert text in plain, (text, plain[-3000:])
+        assert text in plain or text in unwrapped, (text, plain[-3000:])
 
 
 def test_repl_shows_a_hostile_reply_and_thinking_as_visible_text(tiny_gguf, reply, tmp_path):
