@@ -50,11 +50,14 @@ class SourceLayout:
         return self.values.get(f"{self.arch}.{suffix}", default)
 
 
-class _Reader:
+class Cursor:
+    """Reads GGUF values from a buffer at pos, naming the file in its errors."""
+
     def __init__(self, buf, path: Path) -> None:
         self.buf, self.pos, self.path = buf, 0, path
 
     def u(self, fmt: str):
+        """Unpack one struct value at pos and step past it."""
         try:
             (v,) = struct.unpack_from(fmt, self.buf, self.pos)
         except struct.error:
@@ -63,32 +66,40 @@ class _Reader:
         return v
 
     def string(self) -> str:
+        """A GGUF string (u64 length, UTF-8 bytes)."""
         n = self.u("<Q")
         s = bytes(self.buf[self.pos:self.pos + n])
         self.pos += n
         return s.decode("utf-8", "replace")
 
     def skip(self, vtype: int) -> None:
+        """Step over one value of this type."""
         if vtype in _SCALAR:
             self.pos += _SCALAR[vtype]
         elif vtype == STRING:
             self.pos += 8 + self.u("<Q")
         elif vtype == ARRAY:
-            etype, count = self.u("<I"), self.u("<Q")
-            if etype in _SCALAR:
-                self.pos += count * _SCALAR[etype]
-            elif etype == STRING:      # only the length prefixes are read: the vocabulary takes milliseconds
-                pos, buf = self.pos, self.buf
-                for _ in range(count):
-                    pos += 8 + struct.unpack_from("<Q", buf, pos)[0]
-                self.pos = pos
-            else:
-                for _ in range(count):
-                    self.skip(etype)
+            self.skip_array()
         else:
             raise BadInputError(self.path, f"unknown GGUF value type {vtype}", "Re-create the file")
 
+    def skip_array(self) -> int:
+        """Step over an array value (after its type); its item count."""
+        etype, count = self.u("<I"), self.u("<Q")
+        if etype in _SCALAR:
+            self.pos += count * _SCALAR[etype]
+        elif etype == STRING:      # only the length prefixes are read: the vocabulary takes milliseconds
+            pos, buf = self.pos, self.buf
+            for _ in range(count):
+                pos += 8 + struct.unpack_from("<Q", buf, pos)[0]
+            self.pos = pos
+        else:
+            for _ in range(count):
+                self.skip(etype)
+        return count
+
     def value(self, vtype: int):
+        """Read one value of this type (arrays item by item)."""
         if vtype in FMT:
             return self.u(FMT[vtype])
         if vtype == STRING:
@@ -103,13 +114,13 @@ def read_layout(path: Path, keep_arrays: frozenset[str] = frozenset()) -> Source
     path = Path(path)
     try:
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            return _parse(_Reader(buf, path), path, os.fstat(f.fileno()).st_size, keep_arrays)
+            return _parse(Cursor(buf, path), path, os.fstat(f.fileno()).st_size, keep_arrays)
     except (OSError, ValueError) as exc:
         raise BadInputError(path, f"cannot read it as GGUF ({exc})",
                             "Pass a .gguf written by `gptoss quantize`") from None
 
 
-def _parse(r: _Reader, path: Path, size: int, keep_arrays: frozenset[str]) -> SourceLayout:
+def _parse(r: Cursor, path: Path, size: int, keep_arrays: frozenset[str]) -> SourceLayout:
     if bytes(r.buf[:4]) != b"GGUF":
         raise BadInputError(path, "not a GGUF file (bad magic)", "Pass a .gguf written by `gptoss quantize`")
     r.pos = 4

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import mmap
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
 
 from converters.errors import BadInputError
-
-_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_STRING, _ARRAY = 8, 9
+from converters.gguf_layout import ARRAY, Cursor
 
 
 @dataclass(frozen=True)
@@ -39,60 +36,12 @@ class GGUFHeader:
     tensors: list[TensorInfo]
 
 
-class _Cursor:
-    def __init__(self, buf, path: Path) -> None:
-        self.buf, self.pos, self.path = buf, 0, path
-
+class _Cursor(Cursor):
     def __enter__(self) -> _Cursor:
         return self
 
     def __exit__(self, *exc) -> None:
         self.buf.close()
-
-    def unpack(self, fmt: str):
-        try:
-            (v,) = struct.unpack_from(fmt, self.buf, self.pos)
-        except struct.error:
-            raise BadInputError(self.path, "truncated GGUF header", "Re-create the file") from None
-        self.pos += struct.calcsize(fmt)
-        return v
-
-    def string(self) -> str:
-        n = self.unpack("<Q")
-        s = bytes(self.buf[self.pos:self.pos + n])
-        self.pos += n
-        return s.decode("utf-8", "replace")
-
-    def value(self, vtype: int, keep: bool = True):
-        if vtype in _SCALAR:
-            return self.unpack(_SCALAR[vtype])
-        if vtype == _STRING:
-            return self.string()
-        if vtype == _ARRAY:
-            etype, count = self.unpack("<I"), self.unpack("<Q")
-            if keep:
-                return [self.value(etype) for _ in range(count)]
-            self.skip_items(etype, count)
-            return None
-        raise BadInputError(self.path, f"unknown GGUF value type {vtype}", "Re-create the file")
-
-    def skip_array(self) -> int:
-        """Step over an array value (after its type); its item count."""
-        etype, count = self.unpack("<I"), self.unpack("<Q")
-        self.skip_items(etype, count)
-        return count
-
-    def skip_items(self, etype: int, count: int) -> None:
-        if etype in _SCALAR:
-            self.pos += count * struct.calcsize(_SCALAR[etype])
-        elif etype == _STRING:  # only the length prefixes are read: 201k tokens take milliseconds
-            unpack, buf, pos = struct.unpack_from, self.buf, self.pos
-            for _ in range(count):
-                pos += 8 + unpack("<Q", buf, pos)[0]
-            self.pos = pos
-        else:
-            for _ in range(count):
-                self.value(etype, keep=False)
 
 
 def _open_gguf(path: Path) -> _Cursor:
@@ -109,7 +58,7 @@ def _open_gguf(path: Path) -> _Cursor:
         buf.close()
         raise BadInputError(path, "not a GGUF file (bad magic)", "Pass a .gguf written by `gptoss quantize`")
     cur.pos = 4
-    version = cur.unpack("<I")
+    version = cur.u("<I")
     if version < 2:
         buf.close()
         raise BadInputError(path, f"GGUF version {version} is too old", "Re-create the file")
@@ -121,24 +70,25 @@ def read_metadata(path: Path, keys: set[str]) -> dict:
     found = {}
     with _open_gguf(path) as cur:
         cur.pos += 8  # tensor count
-        for _ in range(cur.unpack("<Q")):
-            key, vtype = cur.string(), cur.unpack("<I")
-            value = cur.value(vtype, keep=key in keys)
-            if key in keys:
-                found[key] = value
-                if len(found) == len(keys):
-                    break
+        for _ in range(cur.u("<Q")):
+            key, vtype = cur.string(), cur.u("<I")
+            if key not in keys:
+                cur.skip(vtype)
+                continue
+            found[key] = cur.value(vtype)
+            if len(found) == len(keys):
+                break
     return found
 
 
 def read_header(path: Path) -> GGUFHeader:
     """All metadata but array items, and the name, shape, type and byte size of every tensor."""
     with _open_gguf(path) as cur:
-        n_tensors, n_kv = cur.unpack("<Q"), cur.unpack("<Q")
+        n_tensors, n_kv = cur.u("<Q"), cur.u("<Q")
         meta, lengths = {}, {}
         for _ in range(n_kv):
-            key, vtype = cur.string(), cur.unpack("<I")
-            if vtype == _ARRAY:
+            key, vtype = cur.string(), cur.u("<I")
+            if vtype == ARRAY:
                 lengths[key] = cur.skip_array()
             else:
                 meta[key] = cur.value(vtype)
@@ -148,9 +98,9 @@ def read_header(path: Path) -> GGUFHeader:
 
 def _tensor_info(cur: _Cursor) -> TensorInfo:
     name = cur.string()
-    dims = tuple(cur.unpack("<Q") for _ in range(cur.unpack("<I")))
-    ttype = cur.unpack("<I")
-    cur.unpack("<Q")  # data offset
+    dims = tuple(cur.u("<Q") for _ in range(cur.u("<I")))
+    ttype = cur.u("<I")
+    cur.u("<Q")  # data offset
     try:
         qtype = gguf.GGMLQuantizationType(ttype)
         block, size = gguf.GGML_QUANT_SIZES[qtype]
