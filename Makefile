@@ -61,7 +61,7 @@ demo: install
 	@echo "== 3/3 gptoss chat, one-shot (the weights are random: expect gibberish, the harmony plumbing is real)"
 	GPTOSS_HOME=$(DEMO)/home XDG_STATE_HOME=$(DEMO)/state $(VENV)/bin/gptoss chat -p "Say hello." --max-tokens 48 --seed 1 --json
 
-# `make bench ONLY=convert,offload` runs some of: convert, chat, offload, pull, recipes, rpc, serve, prune-stats,
+# `make bench ONLY=convert,offload` runs some of: convert, convert-full, chat, offload, pull, recipes, rpc, serve, prune-stats,
 # constrain, prune.
 bench: install
 	$(PY) -m pip install -q -e '.[bench]'

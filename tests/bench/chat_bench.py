@@ -121,11 +121,12 @@ def _median(runs: list[dict]) -> dict:
 
 def llama_bench(gguf: Path, workdir: Path, tokens: int, prompt_tokens: int, repeats: int) -> dict:
     """llama-bench with its defaults: prompt and decode tokens/s, and the threads and flash attention it chose."""
-    from tests.bench.llama_tools import llama_tool
+    from tests.bench.llama_tools import llama_tool, tool_env
 
     exe = llama_tool(workdir, "llama-bench")[0]
     r = subprocess.run([str(exe), "-m", str(gguf), "-p", str(prompt_tokens), "-n", str(tokens),
-                        "-r", str(repeats), "-o", "json"], capture_output=True, text=True, timeout=1800)
+                        "-r", str(repeats), "-o", "json"], capture_output=True, text=True, timeout=1800,
+                       env=tool_env(workdir))
     if r.returncode != 0:
         raise RuntimeError(f"llama-bench failed ({r.returncode}): {r.stderr.strip()[-500:]}")
     rows = json.loads(r.stdout)

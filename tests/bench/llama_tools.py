@@ -44,6 +44,20 @@ def llama_tool(workdir: Path, *names: str) -> list[Path]:
     return bins
 
 
+NOAMX = next((p for p in (Path(__file__).resolve().parents[3] / "shared" / "tools" / "noamx.c",
+                          Path("/work/shared/tools/noamx.c")) if p.exists()), Path("noamx.c"))
+
+
+def tool_env(workdir: Path) -> dict:
+    """The environment for llama.cpp's own programs: AMX refused through LD_PRELOAD (llama.cpp#20824 crashes
+    its AMX path on these GGUFs; gptoss's loader avoids it too), so both sides use the same CPU kernels."""
+    lib = workdir / "noamx.so"
+    if not lib.exists() and NOAMX.exists():
+        workdir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(lib), str(NOAMX), "-ldl"], check=True)
+    return {**os.environ, **({"LD_PRELOAD": str(lib)} if lib.exists() else {})}
+
+
 if __name__ == "__main__":
     for path in llama_tool(Path(sys.argv[1]), *sys.argv[2:]):
         print(path)

@@ -68,7 +68,7 @@ def random_stats(path: Path, layers: int = LAYERS, experts: int = 32) -> Path:
     return path
 
 
-def run(slice_gguf: Path, workdir: Path, keep: int = 24, repeats: int = 3, with_llama_cli: bool = True) -> dict:
+def run(slice_gguf: Path, workdir: Path, keep: int = 24, repeats: int = 3, tools: Path | None = None) -> dict:
     """Time `gptoss prune --keep` on the full shapes and `cp` of its output; peak RSS; the sizes table."""
     from gptoss_cli.quant.recipes import pruned_rows
 
@@ -92,8 +92,8 @@ def run(slice_gguf: Path, workdir: Path, keep: int = 24, repeats: int = 3, with_
             cps.append(timed(["cp", str(out), str(copy)], inputs=[out]))
             copy.unlink()
         size, src_size = out.stat().st_size, src.stat().st_size
-        if with_llama_cli:
-            result["llama_cli"] = llama_cli_loads(slice_gguf, workdir)
+        if tools is not None:
+            result["llama_tools"] = llama_tools_load(slice_gguf, workdir, tools)
     finally:
         copy.unlink(missing_ok=True)
         out.unlink(missing_ok=True)
@@ -103,19 +103,61 @@ def run(slice_gguf: Path, workdir: Path, keep: int = 24, repeats: int = 3, with_
             "ratio_vs_cp": round(p["seconds"] / c["seconds"], 2), "goal": "<= 1.5x cp, peak RSS <= 1.5 GB"}
 
 
-def llama_cli_loads(slice_gguf: Path, workdir: Path) -> dict:
-    """Prune the slice (2 layers, real widths) to 24 experts and generate 8 tokens with llama.cpp's llama-cli."""
+def llama_tools_load(slice_gguf: Path, workdir: Path, tools: Path) -> dict:
+    """Prune the slice (2 layers, real widths) to 24 experts; llama.cpp's `llama-cli` generates 8 tokens from it and
+    `llama-server` loads it and answers one completion."""
     from converters.prune import first_kept, plan_prune, read_source
     from converters.prune_copy import write_pruned
-    from tests.bench.llama_tools import llama_tool
+    from tests.bench.llama_tools import llama_tool, tool_env
 
     try:
-        (tool,) = llama_tool(workdir, "llama-cli")
+        cli, server = llama_tool(tools, "llama-cli", "llama-server")
     except Exception as exc:  # noqa: BLE001 - the tool build is optional here; the reason is reported
-        return {"skipped": f"llama-cli not built ({exc})"}
+        return {"skipped": f"llama.cpp tools not built ({exc})"}
     src = read_source(slice_gguf)
     pruned = write_pruned(plan_prune(src, first_kept(src, 24), "reap", 0), workdir / "slice-24e.gguf", force=True)
-    proc = subprocess.run([str(tool), "-m", str(pruned), "-p", "Hello", "-n", "8", "-no-cnv", "--no-warmup"],
-                          capture_output=True, text=True, timeout=600, check=False)
-    pruned.unlink(missing_ok=True)
-    return {"returncode": proc.returncode, "log_tail": proc.stderr[-600:]}
+    env = tool_env(tools)
+    try:
+        proc = subprocess.run([str(cli), "-m", str(pruned), "-p", "Hello", "-n", "8", "-st", "--no-warmup",
+                               "-c", "512"], capture_output=True, text=True, timeout=600, check=False, env=env,
+                              stdin=subprocess.DEVNULL)
+        return {"llama_cli": {"returncode": proc.returncode, "log_tail": proc.stderr[-400:]},
+                "llama_server": server_answers(server, pruned, env)}
+    finally:
+        pruned.unlink(missing_ok=True)
+
+
+def server_answers(server: Path, gguf: Path, env: dict) -> dict:
+    """Start llama-server on `gguf`, wait for /health, ask /completion for 8 tokens; its status and n_expert."""
+    import http.client
+    import json
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(server), "-m", str(gguf), "--port", str(port), "-c", "512"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 300
+        while time.monotonic() < end and proc.poll() is None:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/health")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        if proc.poll() is not None:
+            return {"returncode": proc.returncode, "log_tail": proc.stderr.read()[-400:] if proc.stderr else ""}
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        conn.request("POST", "/completion", body=json.dumps({"prompt": "Hello", "n_predict": 8}),
+                     headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        body = json.loads(r.read() or b"{}")
+        return {"status": r.status, "tokens_predicted": body.get("tokens_predicted"),
+                "content": str(body.get("content", ""))[:80]}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

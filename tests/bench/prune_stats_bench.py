@@ -25,9 +25,10 @@ import sys
 import time
 from pathlib import Path
 
+from tests.bench.llama_tools import tool_env
+
 CHUNK = 512
 ROOT = Path(__file__).resolve().parents[2]
-NOAMX = Path("/work/shared/tools/noamx.c")
 
 
 def calibration_text(path: Path, tokens: int) -> Path:
@@ -39,14 +40,6 @@ def calibration_text(path: Path, tokens: int) -> Path:
     # about 3 characters per token in this multilingual mix; 4x leaves room
     path.write_text(base * (tokens * 4 // len(base) + 1), encoding="utf-8")
     return path
-
-
-def noamx_lib(workdir: Path) -> dict:
-    """LD_PRELOAD for llama.cpp's tools that refuses them AMX, built once; {} when it cannot be built."""
-    lib = workdir / "noamx.so"
-    if not lib.exists() and NOAMX.exists():
-        subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(lib), str(NOAMX), "-ldl"], check=True)
-    return {"LD_PRELOAD": str(lib)} if lib.exists() else {}
 
 
 _STAMP = re.compile(r"^(\d+)\.(\d+)\.(\d+)\.(\d+) ")   # llama.cpp's log time: minutes.seconds.ms.us
@@ -62,7 +55,7 @@ def run_imatrix(tool: Path, gguf: Path, text: Path, chunks: int, threads: int, w
     cmd = [str(tool), "-m", str(gguf), "-f", str(text), "-c", str(CHUNK), "--chunks", str(chunks),
            "-t", str(threads), "-o", str(out), "--no-ppl"]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **noamx_lib(workdir)})
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=tool_env(workdir))
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"llama-imatrix failed ({proc.returncode}): {proc.stderr[-2000:]}")

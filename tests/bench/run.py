@@ -1,7 +1,7 @@
 """`make bench`: every benchmark in one run, printed as tables and written as JSON.
 
     python -m tests.bench.run --out bench-out \
-        [--only convert,chat,offload,pull,recipes,rpc,serve,prune-stats,constrain,prune]
+        [--only convert,convert-full,chat,offload,pull,recipes,rpc,serve,prune-stats,constrain,prune]
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def bench_constrain(out: Path) -> dict:
 def bench_prune(out: Path) -> dict:
     gguf = _slice_gguf(out)
     console.print("[bold]prune: writing a pruned GGUF of gpt-oss-20b's full shapes vs cp of the output")
-    result = _optional("prune_bench", lambda m: m.run(gguf, out / "prune"))
+    result = _optional("prune_bench", lambda m: m.run(gguf, out / "prune", tools=out))
     t = Table(title="pruned sizes (recipe mxfp4, tensor bytes)")
     for col in ("model", "experts per layer", "GB"):
         t.add_column(col, justify="right")
@@ -181,7 +181,13 @@ def bench_prune(out: Path) -> dict:
     return result
 
 
-BENCHES = {"convert": bench_convert, "chat": bench_chat, "offload": bench_offload, "pull": bench_pull,
+def bench_convert_full(out: Path) -> dict:
+    console.print("[bold]convert-full: quantize --recipe bf16 of gpt-oss-20b's full shapes vs cp of the shards")
+    return _optional("convert_full_bench", lambda m: m.run(out / "convert-full"))
+
+
+BENCHES = {"convert": bench_convert, "convert-full": bench_convert_full, "chat": bench_chat, "offload": bench_offload,
+           "pull": bench_pull,
            "recipes": bench_recipes, "rpc": bench_rpc, "serve": bench_serve, "prune-stats": bench_prune_stats,
            "constrain": bench_constrain, "prune": bench_prune}
 

@@ -54,13 +54,15 @@ def _harmony_text(i: int) -> str:
 
 
 def _start(peer: str, gguf: Path, port: int, slots: int, ctx: int, workdir: Path) -> subprocess.Popen:
+    env = dict(os.environ)
     if peer == "gptoss":
         cmd = [sys.executable, "-m", "gptoss_cli", "serve", str(gguf), "--port", str(port), "--parallel", str(slots),
                "--ctx-size", str(ctx), "--effort", "low"]
     elif peer == "llama-server":
-        from tests.bench.llama_tools import llama_tool
+        from tests.bench.llama_tools import llama_tool, tool_env
 
         exe = llama_tool(workdir, "llama-server")[0]
+        env = tool_env(workdir)
         cmd = [str(exe), "-m", str(gguf), "--port", str(port), "-np", str(slots), "-c", str(ctx * slots)]
     else:
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--port", str(port),
@@ -68,7 +70,7 @@ def _start(peer: str, gguf: Path, port: int, slots: int, ctx: int, workdir: Path
     log = workdir / f"serve-{peer}.log"   # a file, not a pipe: a chatty server would block on a full pipe
     workdir.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1"})
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env={**env, "NO_COLOR": "1"})
     end = time.monotonic() + 600
     while time.monotonic() < end:
         if proc.poll() is not None:
