@@ -29,11 +29,11 @@ UNDER, OVER = 0.005, 0.08   # the estimate may be at most 0.5% below llama.cpp's
 # llama.cpp's AMX path crashes on these GGUFs), create the context, and let llama.cpp log its buffers.
 LOAD = """
 import sys, llama_cpp as lc
-path, ctx, fa, ubatch, no_alloc = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", int(sys.argv[4]), sys.argv[5] == "1"
+path, (ctx, fa, ubatch, no_alloc) = sys.argv[1], map(int, sys.argv[2:6])
 mp = lc.llama_model_default_params()
 mp.n_gpu_layers, mp.use_extra_bufts = 0, False
 if no_alloc:
-    mp.no_alloc, mp.load_mode = True, lc.LLAMA_LOAD_MODE_NONE   # no mmap: nothing of the data is read
+    mp.no_alloc, mp.load_mode = True, lc.LLAMA_LOAD_MODE_NONE   # metadata only; no_alloc cannot map the file
 model = lc.llama_model_load_from_file(path.encode(), mp)
 cp = lc.llama_context_default_params()
 cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_outputs_max, cp.swa_full = ctx, min(2048, ctx), min(ubatch, ctx), 1, False
