@@ -84,16 +84,18 @@ def compute_buffer_bytes(shape: ModelShape, ctx: int, flash_attn: bool, *, ubatc
     n_embd_v = shape.n_kv_heads * shape.head_dim
     embd = shape.n_embd * T * f32              # one hidden state [n_embd, T]
     q = shape.n_head * shape.head_dim * T * f32  # Qcur [head_dim, n_head, T]
-    # Graph inputs, allocated first and kept to their last use (llama-graph.cpp): inp_tokens and inp_pos, inp_embd
-    # (allocated though tokens are given); per cache (full and SWA) k_idxs, v_idxs (one per value element when
-    # V is stored transposed, i.e. without flash attention) and kq_mask [n_kv, T] (f16 with flash attention).
+    # Graph inputs, allocated first and kept to their last use: inp_tokens and inp_pos, inp_embd (allocated though
+    # tokens are given); per cache (full and SWA) k_idxs and v_idxs (i64; v_idxs has one per value element when
+    # V is stored transposed, i.e. without flash attention: llama-kv-cache.cpp) and kq_mask [n_kv, T] (f16 with
+    # flash attention: build_attn_inp_kq_mask, llama-graph.cpp).
     inputs = (2 * T * i32 + embd + 2 * T * i64 + 2 * T * i64 * (1 if flash_attn else n_embd_v)
               + (n_kv + n_kv_swa) * T * (f16 if flash_attn else f32))
-    # Above them the first layer leaves its input and attn_norm output ([n_embd, T] each) and Qcur.
+    # Above them a layer's attention starts with its input, the attn_norm output ([n_embd, T] each) and Qcur;
+    # their offsets stay taken (by them or by later tensors) when the largest tensors are placed, on top:
     stack = inputs + 2 * embd + q
-    # Without flash attention the peak is a full-attention layer: the roped Qcur and kq [n_kv, T, n_head] f32
-    # (soft_max runs in place) on top (build_attn_mha). The MoE (build_moe_ffn) puts ffn_moe_gate, ffn_moe_up
-    # and ffn_moe_swiglu_oai, [n_ff, n_used, T] f32 each, on top.
+    # without flash attention, in a full-attention layer, the roped Qcur and kq [n_kv, T, n_head] f32 (soft_max
+    # runs in place; build_attn_mha, llama-graph.cpp); in every layer's MoE (build_moe_ffn) ffn_moe_gate,
+    # ffn_moe_up and ffn_moe_swiglu_oai, [n_ff, n_used, T] f32 each.
     kq = 0 if flash_attn else q + shape.n_head * n_kv * T * f32
     moe = 3 * shape.n_ff * shape.n_experts_used * T * f32
     # Last, result_output [n_vocab, 1] f32 (a graph output, never freed) above inp_embd and the last hidden state.
