@@ -66,15 +66,41 @@ def flash_attn_used(mode: str) -> bool:
     return mode != "off"
 
 
-def compute_buffer_bytes(shape: ModelShape, ctx: int, flash_attn: bool) -> int:
-    """Estimate of llama.cpp's GPU compute buffer for one 512-token ubatch.
+def compute_buffer_bytes(shape: ModelShape, ctx: int, flash_attn: bool, *, ubatch: int = N_UBATCH,
+                         swa_full: bool = SWA_FULL) -> int:
+    """llama.cpp's compute buffer for one sequence: the highest offset ggml-alloc.c's allocator reaches when it
+    places the gpt-oss graph of one ubatch with one output row (llama_context::sched_reserve, llama-context.cpp).
 
-    Without flash attention the f32 attention scores of a full layer dominate (heads x ubatch x ctx);
-    with it they vanish. Activations: hidden states and the routed experts' intermediates per token.
+    Against llama.cpp's own "CPU compute buffer size" (tests/test_plan_oracle.py): within 0.01 MiB for the 20b
+    and 120b shapes at ubatch 128 to 1024, contexts 1000 to 131072; at most 0.2% under (ubatch 2048, or the
+    full-size SWA cache, without flash attention: the allocator's placement shifts); over by up to 0.8 MiB on
+    the 96-wide test model with flash attention, and by 4 MiB for the release shapes at a 256-token context.
+    The planner counts it on the GPU too: the graph is the same there (CUDA's buffer was not measured).
     """
-    scores = 0 if flash_attn else shape.n_head * N_UBATCH * _pad(ctx) * 4
-    activations = N_UBATCH * (8 * shape.n_embd + 3 * shape.n_experts_used * shape.n_ff) * 4
-    return scores + activations
+    T = min(ubatch, ctx)                       # llama.cpp reserves min(n_ctx, n_ubatch) tokens
+    f32, f16, i32, i64 = 4, 2, 4, 8
+    n_kv = _pad(ctx)
+    n_kv_swa = _pad(ctx) if swa_full else min(n_kv, _pad(shape.sliding_window + T))
+    n_embd_v = shape.n_kv_heads * shape.head_dim
+    embd = shape.n_embd * T * f32              # one hidden state [n_embd, T]
+    q = shape.n_head * shape.head_dim * T * f32  # Qcur [head_dim, n_head, T]
+    # Graph inputs, allocated first and kept to their last use: inp_tokens and inp_pos, inp_embd (allocated though
+    # tokens are given); per cache (full and SWA) k_idxs and v_idxs (i64; v_idxs has one per value element when
+    # V is stored transposed, i.e. without flash attention: llama-kv-cache.cpp) and kq_mask [n_kv, T] (f16 with
+    # flash attention: build_attn_inp_kq_mask, llama-graph.cpp).
+    inputs = (2 * T * i32 + embd + 2 * T * i64 + 2 * T * i64 * (1 if flash_attn else n_embd_v)
+              + (n_kv + n_kv_swa) * T * (f16 if flash_attn else f32))
+    # Above them a layer's attention starts with its input, the attn_norm output ([n_embd, T] each) and Qcur;
+    # their offsets stay taken (by them or by later tensors) when the largest tensors are placed, on top:
+    stack = inputs + 2 * embd + q
+    # without flash attention, in a full-attention layer, the roped Qcur and kq [n_kv, T, n_head] f32 (soft_max
+    # runs in place; build_attn_mha, llama-graph.cpp); in every layer's MoE (build_moe_ffn) ffn_moe_gate,
+    # ffn_moe_up and ffn_moe_swiglu_oai, [n_ff, n_used, T] f32 each.
+    kq = 0 if flash_attn else q + shape.n_head * n_kv * T * f32
+    moe = 3 * shape.n_ff * shape.n_experts_used * T * f32
+    # Last, result_output [n_vocab, 1] f32 (a graph output, never freed) above inp_embd and the last hidden state.
+    logits = embd + embd + shape.n_vocab * f32
+    return max(stack + max(kq, moe), logits)
 
 
 def plan_memory(shape: ModelShape, ctx: int, gpu_free: int, ram_free: int, *, flash_attn: bool = False,
@@ -82,7 +108,7 @@ def plan_memory(shape: ModelShape, ctx: int, gpu_free: int, ram_free: int, *, fl
     """The smallest n_cpu_moe whose GPU share fits gpu_free; everything in RAM when gpu_free is 0."""
     kv_full, kv_swa = kv_cache_bytes(shape, ctx, swa_full)
     kv = kv_full + kv_swa
-    compute = compute_buffer_bytes(shape, ctx, flash_attn)
+    compute = compute_buffer_bytes(shape, ctx, flash_attn, swa_full=swa_full)
     L = shape.n_layers
     if gpu_free <= 0:
         ram = {"weights": shape.weight_bytes, "kv_cache": kv, "compute": compute}
