@@ -25,12 +25,13 @@ OVERRIDE = re.compile(r"^tensor (\S+) \(.*\) buffer type overridden to (\S+)$") 
 CHOICE = re.compile(r"^--fit: --n-cpu-moe (\d+)$", re.MULTILINE)
 
 
-def expert_tensors(gguf_path) -> dict[str, tuple[int, int]]:
-    """Expert tensor name -> (layer, bytes), as gguf-py reads the file."""
+@pytest.fixture(scope="module")
+def experts(tiny_gguf) -> dict[str, tuple[int, int]]:
+    """Expert tensor name -> (layer, bytes), as gguf-py reads the fixture (once: its reader is slow)."""
     import gguf
 
     found = {}
-    for t in gguf.GGUFReader(str(gguf_path)).tensors:
+    for t in gguf.GGUFReader(str(tiny_gguf)).tensors:
         m = EXPERT.match(t.name)
         if m:
             found[t.name] = (int(m.group(1)), int(t.n_bytes))
@@ -45,10 +46,10 @@ def planned(cli, gguf_path, free: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def layers(tiny_gguf) -> list[int]:
+def layers(experts) -> list[int]:
     """Expert bytes per layer of the fixture."""
     sizes: dict[int, int] = {}
-    for layer, nbytes in expert_tensors(tiny_gguf).values():
+    for layer, nbytes in experts.values():
         sizes[layer] = sizes.get(layer, 0) + nbytes
     return [sizes[i] for i in range(len(sizes))]
 
@@ -83,7 +84,8 @@ def chat_fit(cli, gguf_path, free: int, log) -> tuple:
 
 
 @pytest.mark.parametrize("k", [0, 1, 2, 3, 4], ids=lambda k: f"n_cpu_moe={k}")
-def test_fit_choice_is_the_expert_placement_llama_cpp_applies(cli, tiny_gguf, layers, extremes, k, tmp_path):
+def test_fit_choice_is_the_expert_placement_llama_cpp_applies(cli, tiny_gguf, experts, layers, extremes, k,
+                                                             tmp_path):
     assert len(layers) == 4   # the tiny fixture; k = 1..3 lie strictly between all and none in RAM
     r, log = chat_fit(cli, tiny_gguf, free_for(k, layers, extremes), tmp_path / "llama.log")
     assert r.returncode == 0 and r.stdout.strip(), r.stderr
@@ -91,7 +93,6 @@ def test_fit_choice_is_the_expert_placement_llama_cpp_applies(cli, tiny_gguf, la
     assert f"context {CTX}: --n-cpu-moe {k}" in r.stderr                       # the plan table's title
     assert log is not None and any(ln.startswith("load_tensors:") for ln in log)
     overridden = {m.group(1): m.group(2) for m in map(OVERRIDE.match, log) if m and EXPERT.match(m.group(1))}
-    experts = expert_tensors(tiny_gguf)
     # Exactly the expert tensors (weights and biases) of layers 0..k-1, each to a system-RAM buffer type.
     assert set(overridden) == {name for name, (layer, _) in experts.items() if layer < k}
     assert {EXPERT.match(name).group(1) for name in overridden} == {str(i) for i in range(k)}
