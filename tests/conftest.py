@@ -36,7 +36,9 @@ def isolated_home(tmp_path_factory, monkeypatch) -> Path:
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.delenv("FORCE_COLOR", raising=False)
     monkeypatch.delenv("GPTOSS_DEBUG", raising=False)
-    for seam in ("GPTOSS_TEST_REPLY", "GPTOSS_TEST_HOLD", "GPTOSS_FAKE_FREE_BYTES"):
+    from converters import seams
+
+    for seam in seams.SEAMS:
         monkeypatch.delenv(seam, raising=False)  # a test sets the ones it uses
     return home
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import gguf
 
+from converters import seams
 from converters.errors import BadInputError, RunFailure
 from gptoss_cli.engine.gguf_header import GGUFHeader, TensorInfo, read_header
 
@@ -244,7 +245,16 @@ def load_model(path: Path, opts: LoadOptions, log_lines: list[str] | None = None
     finally:
         if log_lines is None:
             log.capture = None
+        _record_load_log(lines)
     return Model(path, ptr, lc.llama_model_get_vocab(ptr), n_layers, lines)
+
+
+def _record_load_log(lines: list[str]) -> None:
+    """Test seam (converters/seams.py): GPTOSS_TEST_LLAMA_LOG=FILE gets llama.cpp's log of each load appended."""
+    target = seams.value(seams.LLAMA_LOG)
+    if target is not None:
+        with open(target, "a", encoding="utf-8") as f:
+            f.writelines(line + "\n" for line in lines)
 
 
 def load_error(path: Path, why: str) -> Exception:

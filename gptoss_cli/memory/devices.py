@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from converters import seams
 from converters.errors import BadInputError
 from gptoss_cli.engine import ggml
 
@@ -26,7 +27,11 @@ class Device:
 
 
 def gpu_devices() -> list[Device]:
-    """GPUs with their free memory: llama.cpp's device list (CUDA, Metal working set), else nvidia-smi."""
+    """GPUs with their free memory: llama.cpp's device list (CUDA, Metal working set), else nvidia-smi.
+    Test seam (converters/seams.py): GPTOSS_TEST_GPUS replaces them in a test run."""
+    injected = seams.value(seams.GPUS)
+    if injected is not None:
+        return parse_test_gpus(injected)
     found = _llama_gpus()
     return found if found else _nvidia_smi_gpus()
 
@@ -69,6 +74,18 @@ def parse_nvidia_smi(text: str) -> list[Device]:
         parts = [p.strip() for p in line.rsplit(",", 2)]
         if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
             devices.append(Device(parts[0], "gpu", int(parts[1]) << 20, int(parts[2]) << 20, "nvidia-smi"))
+    return devices
+
+
+def parse_test_gpus(text: str) -> list[Device]:
+    """Devices from GPTOSS_TEST_GPUS: `NAME:TOTAL:FREE` entries separated by commas, sizes as parse_size reads."""
+    devices = []
+    for entry in text.split(","):
+        parts = entry.rsplit(":", 2)
+        if len(parts) != 3 or not parts[0].strip():
+            raise BadInputError(seams.GPUS, f"{entry!r} is not NAME:TOTAL:FREE", "Write it like GPU0:24GiB:20GiB")
+        total, free = parse_size(parts[1]), parse_size(parts[2])
+        devices.append(Device(parts[0].strip(), "gpu", free, total, seams.GPUS))
     return devices
 
 
