@@ -37,7 +37,7 @@ def run_pull(opts: PullOptions) -> dict:
     if hub.offline():
         report = _offline(repo_id, opts.revision, local_dir)
     else:
-        plan = hub.make_plan(repo_id, opts.revision, local_dir, tok)
+        plan = hub.plan_download(repo_id, opts.revision, local_dir, tok)
         _show_plan(plan)
         report = {"status": "up_to_date", "plan": plan.to_json(), "path": str(plan.target),
                   "bytes_downloaded": 0, "seconds": 0.0, "mb_per_s": None, "verified": None}
