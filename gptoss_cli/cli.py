@@ -5,7 +5,21 @@ from __future__ import annotations
 import typer
 
 from gptoss_cli import __version__
-from gptoss_cli.commands import chat, models, plan, prune, quant, serve, worker
+from gptoss_cli.commands import (
+    chat,
+    eval_,
+    imatrix,
+    info,
+    list_,
+    plan,
+    prune,
+    pull,
+    quantize,
+    recipes,
+    rm,
+    serve,
+    worker,
+)
 
 app = typer.Typer(
     name="gptoss",
@@ -18,17 +32,17 @@ app = typer.Typer(
 
 # (command name, function, epilog listing its exit codes)
 COMMANDS = (
-    ("pull", models.pull, models.PULL_EXIT_CODES),
-    ("list", models.list_models, None),
-    ("rm", models.rm, None),
-    ("quantize", quant.quantize, quant.QUANTIZE_EXIT_CODES),
-    ("info", quant.info, None),
+    ("pull", pull.pull, pull.PULL_EXIT_CODES),
+    ("list", list_.list_models, None),
+    ("rm", rm.rm, None),
+    ("quantize", quantize.quantize, quantize.QUANTIZE_EXIT_CODES),
+    ("info", info.info, None),
     ("chat", chat.chat, chat.CHAT_EXIT_CODES),
     ("serve", serve.serve, serve.SERVE_EXIT_CODES),
     ("plan", plan.plan, plan.PLAN_EXIT_CODES),
-    ("recipes", quant.recipes, None),
-    ("imatrix", quant.imatrix, None),
-    ("eval", quant.eval_, None),
+    ("recipes", recipes.recipes, None),
+    ("imatrix", imatrix.imatrix, None),
+    ("eval", eval_.eval_, None),
     ("prune", prune.prune, prune.PRUNE_EXIT_CODES),
     ("worker", worker.worker, worker.WORKER_EXIT_CODES),
 )

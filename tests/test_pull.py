@@ -88,8 +88,8 @@ def test_pull_fetches_only_what_a_converter_needs(hub, isolated_home):
 def test_second_pull_is_a_noop_that_only_lists_the_repo(hub, isolated_home):
     assert run_cli("pull", "20b").returncode == 0
     hub.reset_stats()
-    from gptoss_cli.hub.pull import run_pull
-    report = run_pull("20b", as_json=False)
+    from gptoss_cli.hub.pull import PullOptions, run_pull
+    report = run_pull(PullOptions(model="20b"))
     assert report["status"] == "up_to_date"
     # What makes a rerun cheap is what the hub saw: one listing, no file metadata, not a byte of any file.
     assert hub.served == {}

@@ -224,7 +224,7 @@ for split in json.loads(sys.argv[3]):
 def test_plan_split_is_llama_cpps(cli, tiny_gguf, workers):
     """The layer -> device split of `plan --rpc` (by free memory) and of --fit (layers per device) is the
     one llama.cpp makes, as its own load log says."""
-    from gptoss_cli.memory.multi import split_devices
+    from gptoss_cli.memory.multi_device import split_devices
 
     spec = ",".join(w.endpoint for w in workers)
     plan = json.loads(cli("plan", str(tiny_gguf), "--rpc", spec, "--ctx-size", "512", "--json").stdout)

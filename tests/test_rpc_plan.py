@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from gptoss_cli.memory.multi import fill_split, layer_devices, plan_devices, shares_for
+from gptoss_cli.memory.multi_device import fill_split, layer_devices, plan_devices, shares_for
 from gptoss_cli.memory.placement import GiB, kv_cache_bytes
 from gptoss_cli.memory.shapes import KNOWN_CONFIGS, shape_from_config
 

@@ -1,1 +1,2 @@
-"""The Typer commands, grouped as `gptoss --help` lists them; each parses options and calls one run_* function."""
+"""The Typer commands, one module per command (`list_` and `eval_` for list and eval); each parses options and
+calls one run_* function."""

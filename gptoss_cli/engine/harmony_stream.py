@@ -43,7 +43,7 @@ class StreamParser:
 
     Starts inside the header of an assistant message (the prompt ends with `<|start|>assistant`).
     `feed` returns the new content text of the current channel, if any; `done` turns true on
-    `<|return|>`, `<|call|>`, `<|endoftext|>`, `<|end|>` closing a `final` message, or the end of a
+    `<|return|>`, `<|call|>`, `<|endoftext|>`, `<|end|>` closing a `final` message that has text, or the end of a
     message addressed to a tool (stop_reason "call", whatever closed it: see harmony_tools.find_call).
     """
 
@@ -117,7 +117,7 @@ class StreamParser:
                 self._stop("call")
             elif name != "<|end|>":
                 self._stop({"<|return|>": "return", "<|call|>": "call"}.get(name, "eos"))
-            elif ended_final:
+            elif ended_final and current.content:  # an empty final message answered nothing: go on
                 self._stop("end")
             return delta
         if name == "<|start|>":  # a new message without <|end|>: close this one

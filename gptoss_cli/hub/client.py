@@ -118,14 +118,14 @@ class DownloadFile:
 
     @property
     def size(self) -> int:
-        """The file's bytes: known for every file of a DownloadPlan that make_plan returned."""
-        assert self.known_size is not None, f"{self.name}: size read before make_plan completed the listing"
+        """The file's bytes: known for every file of a DownloadPlan that plan_download returned."""
+        assert self.known_size is not None, f"{self.name}: size read before plan_download completed the listing"
         return self.known_size
 
 
 @dataclass
 class DownloadPlan:
-    """What a pull will fetch, and where (make_plan builds it)."""
+    """What a pull will fetch, and where (plan_download builds it)."""
 
     repo_id: str
     revision: str
@@ -190,7 +190,7 @@ def _is_present(plan: DownloadPlan, f: DownloadFile) -> bool:
     return meta is not None and meta.etag == f.etag
 
 
-def make_plan(repo_id: str, revision: str | None, local_dir: Path | None, token: str | None) -> DownloadPlan:
+def plan_download(repo_id: str, revision: str | None, local_dir: Path | None, token: str | None) -> DownloadPlan:
     """List the repo on the hub, pick the files a converter needs, and see what is already here."""
     from huggingface_hub import HfApi
 

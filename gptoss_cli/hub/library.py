@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from converters.errors import BadInputError, ModelNotFound
@@ -104,10 +105,17 @@ def _dir_revision(folder: Path) -> str:
         return "-"
 
 
-def run_list(as_json: bool = False) -> list[dict]:
+@dataclass
+class ListOptions:
+    """Everything `gptoss list` was asked for."""
+
+    as_json: bool = False
+
+
+def run_list(opts: ListOptions) -> list[dict]:
     """Print the local snapshots and GGUFs as a table (or one JSON document)."""
     rows = entries()
-    if as_json:
+    if opts.as_json:
         ui.print_json({"models": rows})
     elif not rows:
         ui.info("nothing here yet: run `gptoss pull 20b`.")
@@ -134,21 +142,31 @@ def targets(model: str, gguf_only: bool) -> list[Path]:
     return found
 
 
-def run_rm(model: str, gguf_only: bool = False, yes: bool = False, as_json: bool = False) -> dict:
+@dataclass
+class RmOptions:
+    """Everything `gptoss rm` was asked for."""
+
+    model: str
+    gguf_only: bool = False   # --gguf-only: keep the downloaded snapshot
+    yes: bool = False         # --yes: do not ask
+    as_json: bool = False
+
+
+def run_rm(opts: RmOptions) -> dict:
     """Delete a model's local files after showing them and asking (or --yes)."""
-    found = targets(model, gguf_only)
+    found = targets(opts.model, opts.gguf_only)
     if not found:
-        raise ModelNotFound(model, "nothing local to remove" + (" (GGUF files only)" if gguf_only else ""),
+        raise ModelNotFound(opts.model, "nothing local to remove" + (" (GGUF files only)" if opts.gguf_only else ""),
                             "See `gptoss list`")
     sizes = {p: tree_bytes(p) for p in found}
     total = sum(sizes.values())
     for p in found:
         ui.info(f"  {ui.human_bytes(sizes[p]):>10}  {p}")
-    if not yes:
+    if not opts.yes:
         if not sys.stdin.isatty():
-            raise BadInputError(model, "refusing to delete without confirmation", "Pass --yes")
+            raise BadInputError(opts.model, "refusing to delete without confirmation", "Pass --yes")
         if not ui.confirm(f"Delete {len(found)} item(s), {ui.human_bytes(total)}?"):
-            raise BadInputError(model, "not confirmed", "Nothing was deleted")
+            raise BadInputError(opts.model, "not confirmed", "Nothing was deleted")
     for p in found:
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
@@ -157,7 +175,7 @@ def run_rm(model: str, gguf_only: bool = False, yes: bool = False, as_json: bool
     _forget([p for p in found if p.is_dir() or not p.exists()])
     report = {"removed": [str(p) for p in found], "freed_bytes": total}
     ui.info(f"freed {ui.human_bytes(total)}")
-    if as_json:
+    if opts.as_json:
         ui.print_json(report)
     else:
         for p in found:

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from converters.errors import BadInputError
@@ -14,16 +15,29 @@ from gptoss_cli.hub import client as hub
 from gptoss_cli.hub.download import download
 
 
-def run_pull(model: str, revision: str | None = None, local_dir: Path | None = None, token: str | None = None,
-             quantize: bool = False, verify: bool = True, as_json: bool = False, workers: int = 8) -> dict:
+@dataclass
+class PullOptions:
+    """Everything `gptoss pull` was asked for."""
+
+    model: str
+    revision: str | None = None
+    local_dir: Path | None = None   # --dir: a plain folder instead of the HF cache
+    token: str | None = None        # --token; None: $HF_TOKEN or the saved login
+    quantize: bool = False          # --quantize: then convert with the default recipe
+    verify: bool = True             # sha256 of every downloaded file (off with --no-verify)
+    as_json: bool = False
+    workers: int = 8                # --max-workers: files downloaded in parallel
+
+
+def run_pull(opts: PullOptions) -> dict:
     """Pull the files a converter needs from the hub; print the folder (or one JSON document)."""
-    repo_id = paths.repo_id_for(model)
-    local_dir = Path(local_dir).expanduser().absolute() if local_dir else None
-    tok = hub.resolve_token(token)
+    repo_id = paths.repo_id_for(opts.model)
+    local_dir = Path(opts.local_dir).expanduser().absolute() if opts.local_dir else None
+    tok = hub.resolve_token(opts.token)
     if hub.offline():
-        report = _offline(repo_id, revision, local_dir)
+        report = _offline(repo_id, opts.revision, local_dir)
     else:
-        plan = hub.make_plan(repo_id, revision, local_dir, tok)
+        plan = hub.plan_download(repo_id, opts.revision, local_dir, tok)
         _show_plan(plan)
         report = {"status": "up_to_date", "plan": plan.to_json(), "path": str(plan.target),
                   "bytes_downloaded": 0, "seconds": 0.0, "mb_per_s": None, "verified": None}
@@ -31,17 +45,17 @@ def run_pull(model: str, revision: str | None = None, local_dir: Path | None = N
             hub.assert_gpt_oss(plan.target / "config.json", repo_id)
             ui.info(f"{repo_id} is up to date ({ui.human_bytes(plan.total_bytes)}).")
         else:
-            report.update(_download(plan, tok, verify, workers, quantize))
+            report.update(_download(plan, tok, opts.verify, opts.workers, opts.quantize))
     folder = Path(report["path"])
     paths.remember("snapshot", folder)
     if local_dir is not None:
         from gptoss_cli.hub.library import record_dir
         record_dir(repo_id, folder)
-    if quantize:
-        report["quantize"] = _quantize(folder, model, as_json)
-    if as_json:
+    if opts.quantize:
+        report["quantize"] = _quantize(folder, opts.model, opts.as_json)
+    if opts.as_json:
         ui.print_json(report)
-    elif not quantize:
+    elif not opts.quantize:
         ui.result(f"{folder}\n")
     return report
 
@@ -126,7 +140,7 @@ def missing_files(folder: Path) -> list[str]:
 
 def _quantize(folder: Path, model: str, as_json: bool) -> dict:
     """Run the default recipe on the pulled snapshot, like `gptoss quantize` (skipped if the GGUF exists)."""
-    from gptoss_cli.quant.quantize import gguf_stem, run_quantize, summary_dict
+    from gptoss_cli.quant.quantize import QuantizeOptions, gguf_stem, run_quantize, summary_dict
 
     out = paths.default_gguf_path(gguf_stem(folder, model), "mxfp4")
     if out.exists():
@@ -138,7 +152,7 @@ def _quantize(folder: Path, model: str, as_json: bool) -> dict:
     from converters.convert import ConvertResult, convert_checkpoint
 
     if not as_json:
-        converted = run_quantize(str(folder), "mxfp4", None, False, False)
+        converted = run_quantize(QuantizeOptions(model=str(folder), recipe="mxfp4"))
         assert isinstance(converted, ConvertResult)  # not a dry run
         return summary_dict(converted)
     with ui.byte_progress("converting") as advance:

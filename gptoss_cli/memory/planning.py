@@ -7,7 +7,7 @@ from pathlib import Path
 
 from converters.errors import BadInputError, ModelNotFound
 from gptoss_cli.memory.devices import Device, gpu_devices, parse_size, ram_device
-from gptoss_cli.memory.multi import MultiPlan, multi_rows, multi_title, plan_devices
+from gptoss_cli.memory.multi_device import MultiDevicePlacement, multi_device_rows, multi_device_title, plan_devices
 from gptoss_cli.memory.placement import (
     DoesNotFit,
     GiB,
@@ -136,7 +136,7 @@ def run_plan(opts: PlanOptions) -> None:
 
 
 def fit(model_path: Path, ctx: int, flash_attn: str = "auto",
-        workers: list | None = None) -> Placement | MultiPlan:
+        workers: list | None = None) -> Placement | MultiDevicePlacement:
     """`chat --fit`: plan from the GGUF and this machine's free memory (with workers: theirs, over all
     devices); the table goes to stderr."""
     from gptoss_cli import ui
@@ -147,7 +147,7 @@ def fit(model_path: Path, ctx: int, flash_attn: str = "auto",
 
         multi = plan_devices(shape, ctx, offload_table(workers), ram_device().free,
                              flash_attn=flash_attn_used(flash_attn), fit=True)
-        ui.err_table(multi_title(multi), ["where", "what", "size"], multi_rows(multi), right=["size"])
+        ui.err_table(multi_device_title(multi), ["where", "what", "size"], multi_device_rows(multi), right=["size"])
         if not multi.fits:
             raise DoesNotFit(model_path, multi.reason, "Add a worker, or free memory on the one named")
         return multi
@@ -171,7 +171,7 @@ def _run_plan_rpc(shape: ModelShape, source: str, rpc: str, opts: PlanOptions) -
         devices = [d for d in devices if not d[0].endswith("(local)")]
         devices += [("GPU (--vram)", parse_size(vram))] if parse_size(vram) else []
     ram_free = parse_size(ram) if ram is not None else ram_device().free
-    plan: MultiPlan = plan_devices(shape, ctx, devices, ram_free, flash_attn=flash_attn_used(flash_attn), fit=True)
+    plan = plan_devices(shape, ctx, devices, ram_free, flash_attn=flash_attn_used(flash_attn), fit=True)
     flags = f" --rpc {rpc}" + (" --fit" if plan.split else "")
     flags += f" --ctx-size {ctx}" + ("" if flash_attn == "auto" else f" --flash-attn {flash_attn}")
     command = f"gptoss chat {_chat_target(model, opts.keep)}".rstrip() + flags
@@ -180,7 +180,7 @@ def _run_plan_rpc(shape: ModelShape, source: str, rpc: str, opts: PlanOptions) -
     else:
         ui.info(f"shape: {source}; free: " + ", ".join(f"{n} {f / GiB:.1f} GiB" for n, f in devices)
                 + f", local RAM {ram_free / GiB:.1f} GiB")
-        ui.table(multi_title(plan), ["where", "what", "size"], multi_rows(plan), right=["size"])
+        ui.table(multi_device_title(plan), ["where", "what", "size"], multi_device_rows(plan), right=["size"])
         if plan.fits:
             ui.result(command + "\n")
     if not plan.fits:
@@ -195,7 +195,7 @@ def fit_backend(model_path: Path, b, kv_tokens: int, workers: list | None = None
         raise BadInputError(None, "--fit chooses the expert placement itself",
                             "Use either --fit or --cpu-moe / --n-cpu-moe")
     plan = fit(model_path, kv_tokens, b.flash_attn, workers=workers or [])
-    if isinstance(plan, MultiPlan):  # with workers
+    if isinstance(plan, MultiDevicePlacement):  # with workers
         ui.info(plan.apply_to(b))
     elif plan.gpu:
         b.n_cpu_moe = plan.n_cpu_moe

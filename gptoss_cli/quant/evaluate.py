@@ -125,22 +125,35 @@ def _score_test(path: Path, ref_logits, tokens, chunks, targets, ctx, threads, n
                   float(np.percentile(kl, 99)), float(np.concatenate(same).mean()))
 
 
-def run_eval(reference: str, tests: list[str], text_file: str, ctx: int, threads: int | None,
-             max_chunks: int | None, as_json: bool, rpc: str | None = None) -> dict:
+@dataclass
+class EvalOptions:
+    """Everything `gptoss eval` was asked for."""
+
+    reference: str
+    tests: list[str]
+    text_file: str                   # --text: evaluation text (`-` reads stdin)
+    ctx: int = 512                   # --ctx-size: tokens per chunk
+    threads: int | None = None
+    max_chunks: int | None = None    # --chunks: evaluate at most this many
+    as_json: bool = False
+    rpc: str | None = None           # --rpc HOST:PORT,...: workers that take layers (gptoss worker)
+
+
+def run_eval(opts: EvalOptions) -> dict:
     """Resolve the GGUFs, read the text, evaluate with a progress bar, print a table or JSON.
 
     With rpc, the workers are registered with llama.cpp before any load: its default device choice then
     spreads every model's layers over them."""
-    ref = paths.resolve_gguf(reference)
-    test_paths = [paths.resolve_gguf(t) for t in tests]
-    text = paths.read_text_arg(text_file, "text file")
-    if rpc:
+    ref = paths.resolve_gguf(opts.reference)
+    test_paths = [paths.resolve_gguf(t) for t in opts.tests]
+    text = paths.read_text_arg(opts.text_file, "text file")
+    if opts.rpc:
         from gptoss_cli.rpc.client import connect
 
-        connect(rpc)
+        connect(opts.rpc)
     with ui.count_progress("evaluating") as advance:
-        report = evaluate(ref, test_paths, text, ctx, threads, max_chunks, progress=advance)
-    if as_json:
+        report = evaluate(ref, test_paths, text, opts.ctx, opts.threads, opts.max_chunks, progress=advance)
+    if opts.as_json:
         ui.print_json(report)
     else:
         render(report)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from converters.errors import BadInputError, OutputError, RunFailure
@@ -23,32 +24,45 @@ def default_output(model_path: Path) -> Path:
     return imatrix_path(stem)
 
 
-def run_imatrix(model: str | None, text_file: str | None, from_file: Path | None, output: Path | None,
-                chunk_size: int, threads: int | None, force: bool, as_json: bool) -> dict:
+@dataclass
+class ImatrixOptions:
+    """Everything `gptoss imatrix` was asked for."""
+
+    model: str | None = None         # None: the last GGUF written
+    text_file: str | None = None     # --text: calibration text (`-` reads stdin); compute
+    from_file: Path | None = None    # --from: an imatrix made by llama-imatrix; import
+    output: Path | None = None       # None: <stem>.imatrix.gguf in the models folder
+    chunk_size: int = 512
+    threads: int | None = None
+    force: bool = False
+    as_json: bool = False
+
+
+def run_imatrix(opts: ImatrixOptions) -> dict:
     """Compute (or import) an importance matrix and write it; prints its path (or JSON)."""
-    if (text_file is None) == (from_file is None):
+    if (opts.text_file is None) == (opts.from_file is None):
         raise BadInputError(None, "give exactly one of --text FILE (compute) or --from FILE (import)",
                             "For example: gptoss imatrix 20b --text calib.txt")
-    if from_file is not None:
-        stats = load_imatrix(from_file)
-        out = output or paths.models_dir() / (Path(from_file).stem + ".gguf")
-        _check_free(out, force)
-        source = str(from_file)
+    if opts.from_file is not None:
+        stats = load_imatrix(opts.from_file)
+        out = opts.output or paths.models_dir() / (Path(opts.from_file).stem + ".gguf")
+        _check_free(out, opts.force)
+        source = str(opts.from_file)
     else:
-        assert text_file is not None  # exactly one of the two, checked above
-        gguf = paths.resolve_gguf(model)
-        text = paths.read_text_arg(text_file, "calibration text")
-        out = output or default_output(gguf)
-        _check_free(out, force)
+        assert opts.text_file is not None  # exactly one of the two, checked above
+        gguf = paths.resolve_gguf(opts.model)
+        text = paths.read_text_arg(opts.text_file, "calibration text")
+        out = opts.output or default_output(gguf)
+        _check_free(out, opts.force)
         with ui.count_progress(f"imatrix on {gguf.name}") as advance:
-            stats = collect(gguf, text, text_file, chunk_size, threads, progress=advance)
+            stats = collect(gguf, text, opts.text_file, opts.chunk_size, opts.threads, progress=advance)
         source = str(gguf)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_imatrix(stats, out)
     paths.remember("imatrix", out)
     report = {"path": str(out), "source": source, "tensors": len(stats.sums), "chunks": stats.chunk_count,
               "chunk_size": stats.chunk_size}
-    if as_json:
+    if opts.as_json:
         ui.print_json(report)
     else:
         ui.info(f"{len(stats.sums)} tensors, {stats.chunk_count} chunks of {stats.chunk_size} tokens from {source}")

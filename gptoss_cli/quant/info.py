@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from converters.errors import BadInputError, InvalidCheckpoint
@@ -35,11 +36,19 @@ def read_gguf_info(path: Path) -> dict:
             "vocab": header.array_lengths.get("tokenizer.ggml.tokens", 0), "metadata": meta, "classes": classes}
 
 
-def run_info(model: str | None, as_json: bool) -> dict:
+@dataclass
+class InfoOptions:
+    """Everything `gptoss info` was asked for."""
+
+    model: str | None = None   # None: the last GGUF written
+    as_json: bool = False
+
+
+def run_info(opts: InfoOptions) -> dict:
     """Resolve a GGUF and print its info as tables or JSON."""
-    path = paths.resolve_gguf(model)
+    path = paths.resolve_gguf(opts.model)
     info = read_gguf_info(path)
-    if as_json:
+    if opts.as_json:
         ui.print_json(info)
         return info
     rows = [(k, v) for k, v in info["metadata"].items()]

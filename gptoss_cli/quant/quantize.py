@@ -57,14 +57,8 @@ def imatrix_path(stem: str) -> Path:
     return paths.models_dir() / f"{stem}.imatrix.gguf"
 
 
-def run_quantize(opts: QuantizeOptions | str | None, recipe: str = "mxfp4", output: Path | None = None,
-                 force: bool = False, as_json: bool = False) -> ConvertResult | SizePlan:
-    """Validate everything, plan every tensor, then dry-run (print sizes) or write and summarise.
-
-    Also callable as run_quantize(model, recipe, output, force, as_json) (what `gptoss pull --quantize` uses).
-    """
-    if not isinstance(opts, QuantizeOptions):
-        opts = QuantizeOptions(model=opts, recipe=recipe, output=output, force=force, as_json=as_json)
+def run_quantize(opts: QuantizeOptions) -> ConvertResult | SizePlan:
+    """Validate everything, plan every tensor, then dry-run (print sizes) or write and summarise."""
     flags = {"experts": opts.experts, "attn": opts.attn, "embed": opts.embed, "output": opts.output_type}
     spec = build_spec(opts.recipe, flags, opts.tensor_types)      # bad names/types/regexes: before any work
     target = _parse_target(opts.target_size)

@@ -46,11 +46,18 @@ def pruned_rows() -> list[dict]:
     return rows
 
 
-def run_recipes(as_json: bool) -> list[dict]:
+@dataclasses.dataclass
+class RecipesOptions:
+    """Everything `gptoss recipes` was asked for."""
+
+    as_json: bool = False
+
+
+def run_recipes(opts: RecipesOptions) -> list[dict]:
     """Print the recipe table and the pruned sizes (or JSON)."""
     rows = recipe_rows()
     pruned = pruned_rows()
-    if as_json:
+    if opts.as_json:
         ui.print_json({"recipes": rows, "pruned": pruned})
         return rows
     gb = lambda n: f"{n / 1e9:.1f} GB"  # noqa: E731

@@ -1,4 +1,4 @@
-"""Plans over several devices (`--rpc` workers, local GPUs): llama.cpp's layer split and each device's share.
+"""Placements over several devices (`--rpc` workers, local GPUs): llama.cpp's layer split and each device's share.
 
 llama.cpp (llama-model.cpp, load_tensors) spreads the offloaded layers over its devices in proportion to
 their free memory: with split points at the cumulative free-memory fractions, layer il goes to the first
@@ -17,8 +17,8 @@ from gptoss_cli.memory.shapes import ModelShape
 
 
 @dataclass
-class Share:
-    """One device's part of a plan."""
+class DeviceShare:
+    """One device's part of a MultiDevicePlacement."""
 
     name: str
     free: int
@@ -34,14 +34,14 @@ class Share:
 
 
 @dataclass
-class MultiPlan:
+class MultiDevicePlacement:
     """A placement over several devices and local RAM."""
 
     model: str
     ctx: int
     fits: bool
     n_cpu_moe: int
-    devices: list[Share]
+    devices: list[DeviceShare]
     ram: dict[str, int]
     ram_needed: int
     ram_free: int
@@ -85,12 +85,12 @@ def split_devices(n_layers: int, counts: list[int]) -> list[int]:
 
 
 def shares_for(shape: ModelShape, ctx: int, devices: list[tuple[str, int]], n_cpu_moe: int,
-               flash_attn: bool, margin: float = MARGIN, split: list[int] | None = None) -> list[Share]:
+               flash_attn: bool, margin: float = MARGIN, split: list[int] | None = None) -> list[DeviceShare]:
     """Each device's layers and bytes when n_cpu_moe layers keep their experts in local RAM; layers go by
     free memory as llama.cpp splits them, or split[d] consecutive layers to device d."""
     where = (split_devices(shape.n_layers, split) if split
              else layer_devices(shape.n_layers, [free for _, free in devices]))
-    shares = [Share(name, free) for name, free in devices]
+    shares = [DeviceShare(name, free) for name, free in devices]
     for il, d in enumerate(where[:-1]):
         shares[d].layers.append(il)
     shares[where[-1]].output = True
@@ -124,7 +124,7 @@ def fill_split(shape: ModelShape, ctx: int, devices: list[tuple[str, int]], n_cp
 
 
 def plan_devices(shape: ModelShape, ctx: int, devices: list[tuple[str, int]], ram_free: int, *,
-                 flash_attn: bool = True, margin: float = MARGIN, fit: bool = False) -> MultiPlan:
+                 flash_attn: bool = True, margin: float = MARGIN, fit: bool = False) -> MultiDevicePlacement:
     """llama.cpp's split by free memory when all experts fit on the devices; else, with fit, the smallest
     --n-cpu-moe whose layers fill the devices in order (the split --fit passes to llama.cpp)."""
     L = shape.n_layers
@@ -147,10 +147,10 @@ def plan_devices(shape: ModelShape, ctx: int, devices: list[tuple[str, int]], ra
     elif ram_needed > ram_free:
         reason = (f"the weights kept in local RAM need {ram_needed / GiB:.1f} GiB, {ram_free / GiB:.1f} GiB "
                   "available")
-    return MultiPlan(shape.name, ctx, not reason, n, shares, ram, ram_needed, ram_free, reason, split)
+    return MultiDevicePlacement(shape.name, ctx, not reason, n, shares, ram, ram_needed, ram_free, reason, split)
 
 
-def multi_rows(plan: MultiPlan) -> list[tuple[str, str, str]]:
+def multi_device_rows(plan: MultiDevicePlacement) -> list[tuple[str, str, str]]:
     """(where, what, size) rows of a multi-device plan."""
     gib = lambda n: f"{n / GiB:.2f} GiB"  # noqa: E731
     rows = []
@@ -176,7 +176,7 @@ def multi_rows(plan: MultiPlan) -> list[tuple[str, str, str]]:
     return rows
 
 
-def multi_title(plan: MultiPlan) -> str:
+def multi_device_title(plan: MultiDevicePlacement) -> str:
     """The table title."""
     state = "does not fit" if not plan.fits else f"--n-cpu-moe {plan.n_cpu_moe}"
     if plan.split:

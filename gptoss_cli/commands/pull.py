@@ -1,4 +1,4 @@
-"""Model files on this machine: pull, list, rm."""
+"""`gptoss pull`: its options; the body is hub/pull.py."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from gptoss_cli.commands.options import JsonOut
 from gptoss_cli.completion import complete_snapshot_model
 from gptoss_cli.errors import run_guarded
 
@@ -40,40 +39,8 @@ def pull(
 
         gptoss pull 20b --quantize && gptoss chat
     """
-    from gptoss_cli.hub.pull import run_pull
+    from gptoss_cli.hub.pull import PullOptions, run_pull
 
-    run_guarded(lambda: run_pull(model, revision, local_dir, token, quantize, not no_verify, json_out, workers))
-
-
-def list_models(json_out: JsonOut = False) -> None:
-    """List local gpt-oss snapshots and GGUF files: name, revision, size, path.
-
-    Examples:
-
-        gptoss list
-
-        gptoss list --json | jq '.models[].path'
-    """
-    from gptoss_cli.hub.library import run_list
-
-    run_guarded(lambda: run_list(json_out))
-
-
-def rm(
-    model: str = typer.Argument(..., autocompletion=complete_snapshot_model,
-                                help="20b, 120b, a repo id, a --dir folder or a .gguf path."),
-    gguf_only: bool = typer.Option(False, "--gguf-only", help="Keep the downloaded snapshot; delete only GGUFs."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
-    json_out: JsonOut = False,
-) -> None:
-    """Delete a model's downloaded snapshot and GGUF files, after confirmation.
-
-    Examples:
-
-        gptoss rm 20b
-
-        gptoss rm 120b --gguf-only --yes
-    """
-    from gptoss_cli.hub.library import run_rm
-
-    run_guarded(lambda: run_rm(model, gguf_only, yes, json_out))
+    opts = PullOptions(model=model, revision=revision, local_dir=local_dir, token=token, quantize=quantize,
+                       verify=not no_verify, as_json=json_out, workers=workers)
+    run_guarded(lambda: run_pull(opts))

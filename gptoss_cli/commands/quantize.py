@@ -1,4 +1,4 @@
-"""GGUF files: quantize, info, recipes, imatrix, eval."""
+"""`gptoss quantize`: its options; the body is quant/quantize.py."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from gptoss_cli.commands.options import Force, GgufModel, JsonOut, Rpc, Threads
+from gptoss_cli.commands.options import Force
 from gptoss_cli.completion import complete_recipe, complete_snapshot_model
 from gptoss_cli.errors import run_guarded
 
@@ -59,83 +59,3 @@ def quantize(
                            tensor_types=tuple(tensor_type), imatrix=imatrix, target_size=target_size,
                            dry_run=dry_run, threads=threads)
     run_guarded(lambda: run_quantize(opts))
-
-
-def info(model: GgufModel = None, json_out: JsonOut = False) -> None:
-    """Show a GGUF's metadata and its tensor classes x types x bytes.
-
-    Examples:
-
-        gptoss info gpt-oss-20b-mxfp4.gguf
-
-        gptoss info 20b --json | jq .classes
-    """
-    from gptoss_cli.quant.info import run_info
-
-    run_guarded(lambda: run_info(model, json_out))
-
-
-def recipes(json_out: JsonOut = False) -> None:
-    """The quantization recipes: types per tensor class, imatrix need, expected size for 20b and 120b.
-
-    Examples:
-
-        gptoss recipes
-
-        gptoss recipes --json | jq '.recipes[].recipe'
-    """
-    from gptoss_cli.quant.recipes import run_recipes
-
-    run_guarded(lambda: run_recipes(json_out))
-
-
-def imatrix(
-    model: GgufModel = None,
-    text: str | None = typer.Option(None, "--text", help="Calibration text file (`-` reads stdin)."),
-    from_file: Path | None = typer.Option(None, "--from", help="Import an imatrix made by llama-imatrix "
-                                                                  "(GGUF or legacy .dat) instead."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Output file (default: "
-                                          "$GPTOSS_HOME/models/gpt-oss-SIZE.imatrix.gguf)."),
-    chunk_size: int = typer.Option(512, "--chunk-size", "--ctx-size", "-c", min=16, help="Tokens per chunk."),
-    threads: Threads = None,
-    force: Force = False,
-    json_out: JsonOut = False,
-) -> None:
-    """Compute an importance matrix with llama.cpp (llama-imatrix's format; llama-quantize reads it too).
-
-    Examples:
-
-        gptoss imatrix 20b --text calib.txt
-
-        gptoss imatrix gpt-oss-120b-mxfp4.gguf --text calib.txt -o 120b.imatrix.gguf
-
-        gptoss imatrix --from imatrix.dat        # one made by llama-imatrix
-    """
-    from gptoss_cli.quant.imatrix import run_imatrix
-
-    run_guarded(lambda: run_imatrix(model, text, from_file, output, chunk_size, threads, force, json_out))
-
-
-def eval_(
-    reference: str = typer.Argument(..., help="The reference GGUF (e.g. the f16 recipe)."),
-    tests: list[str] = typer.Argument(..., help="One or more GGUFs to compare with it."),
-    text: str = typer.Option(..., "--text", help="Evaluation text file (`-` reads stdin)."),
-    ctx_size: int = typer.Option(512, "--ctx-size", "-c", min=16, help="Tokens per chunk."),
-    chunks: int | None = typer.Option(None, "--chunks", min=1, help="Evaluate at most this many chunks."),
-    threads: Threads = None,
-    json_out: JsonOut = False,
-    rpc: Rpc = None,
-) -> None:
-    """KL divergence (mean, p99) and top-1 agreement against a reference GGUF, and each file's perplexity.
-
-    The second half of every chunk is scored, as llama-perplexity does.
-
-    Examples:
-
-        gptoss eval gpt-oss-20b-f16.gguf gpt-oss-20b-experts-q3.gguf --text sample.txt
-
-        gptoss eval ref.gguf a.gguf b.gguf --text wiki.txt --chunks 20 --json | jq '.results[].kl_mean'
-    """
-    from gptoss_cli.quant.evaluate import run_eval
-
-    run_guarded(lambda: run_eval(reference, tests, text, ctx_size, threads, chunks, json_out, rpc))
