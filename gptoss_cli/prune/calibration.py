@@ -83,7 +83,6 @@ class Generated:
 
     texts: list[str]
     tokens: int = 0          # tokens the texts hold, as the statistics tokenize them
-    replies: int = 0         # conversations the model answered
     reply_tokens: int = 0    # tokens the model generated
     effort: str = "medium"
 
@@ -126,7 +125,7 @@ def generate(backend, conversations: list[Conversation] | None = None, *, effort
             prompt = harmony.tokenize_parts(parts, backend.tokenize, backend.tokenize_plain)
             room = min(max_tokens, backend.n_ctx - len(prompt) - 1, max_tokens if left is None else left - len(prompt))
             reply, n = _reply(backend, prompt, room, temperature)
-            out.replies, out.reply_tokens = out.replies + (n > 0), out.reply_tokens + n
+            out.reply_tokens += n
             text = "".join(t for t, _ in parts) + reply.decode("utf-8", errors="replace")
         out.texts.append(text)
         out.tokens += len(backend.tokenize(text))    # as collect_stats tokenizes it (a reply may re-encode shorter)
