@@ -26,7 +26,10 @@ from rich.text import Text
 
 # C0 controls (but tab and newline), DEL and the C1 controls: shown as symbols, so no escape sequence
 # (CSI, OSC, DCS...) from a model, a tool, a file name or a transcript ever reaches the terminal as one.
-_CONTROL = re.compile(r"\r\n|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# The bidi embedding, override and isolate controls (U+202A-U+202E, U+2066-U+2069) are shown as \u202e: they
+# reorder what the terminal shows (Trojan Source, CVE-2021-42574). The marks LRM, RLM and ALM stay: RTL text
+# uses them, and they cannot override the order of letters.
+_CONTROL = re.compile(r"\r\n|[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def _shown(match: re.Match) -> str:
@@ -36,11 +39,13 @@ def _shown(match: re.Match) -> str:
     code = ord(ch)
     if code < 0x20:
         return chr(0x2400 + code)  # ␛ ␇ ␈ ␍ ...: Unicode's control pictures
-    return "\u2421" if code == 0x7f else f"\\x{code:02x}"
+    if code == 0x7f:
+        return "\u2421"
+    return f"\\x{code:02x}" if code <= 0xff else f"\\u{code:04x}"
 
 
 def visible(text: str) -> str:
-    """Text that is safe to write to a terminal: control characters made visible, tabs and newlines kept."""
+    """Text that is safe to write to a terminal: control and bidi characters made visible, tabs and newlines kept."""
     return _CONTROL.sub(_shown, text)
 
 

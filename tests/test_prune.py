@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -94,6 +95,39 @@ def test_pruning_the_dead_experts_keeps_the_logits(cli, dead_gguf, calib, tokens
     live_dropped = [sorted(ids[1:] + [DEAD[il][0]]) for il, ids in enumerate(LIVE)]
     control = write_pruned(plan_prune(read_source(dead_gguf), live_dropped, "reap", 0), tmp_path / "c.gguf")
     assert kl_and_top1(unpruned, llama_cpp_logits(control, tokens))[0] > LIVE_DROPPED_KL
+
+
+@pytest.mark.slow
+def test_without_text_the_builtin_set_and_the_models_replies_calibrate(cli, tiny6_gguf, enc, tmp_path):
+    """No --text: the shipped prompts with the model's own replies at --effort, within --calib-tokens."""
+    import llama_cpp
+    import openai_harmony as oh
+    from gguf import GGUFReader
+
+    from gptoss_cli.prune.stats import ExpertStats
+
+    first = calibration.builtin_conversations()[0].messages[0].content   # a user prompt that wants a reply
+    system = oh.SystemContent.new().with_reasoning_effort(oh.ReasoningEffort.LOW)
+    prompt = enc.render_conversation_for_completion(oh.Conversation.from_messages(
+        [oh.Message.from_role_and_content(oh.Role.SYSTEM, system),
+         oh.Message.from_role_and_content(oh.Role.USER, first)]), oh.Role.ASSISTANT)
+    budget = len(prompt) + 40                    # room for a 40-token reply to the first prompt, then the budget
+    out, stats = tmp_path / "b-6e.gguf", tmp_path / "b.npz"
+    doc = _pruned_by_cli(cli, tiny6_gguf, out, "--calib-tokens", str(budget), "--effort", "low",
+                         "--stats", str(stats), "--no-eval")
+    replies = re.fullmatch(r"built-in set: (\d+) conversations?, (\d+) reply tokens the model generated at "
+                           r"effort low", doc["calibration"])
+    assert replies, doc["calibration"]
+    assert 0 < int(replies[2]) <= 40             # replies were generated, and no more than the budget holds
+    assert doc["calibration_tokens"] == budget
+    saved = ExpertStats.load(stats)
+    assert saved.tokens == budget and list(saved.layer_tokens) == [budget] * 6 and saved.texts == doc["calibration"]
+    assert GGUFReader(out).fields[KEY_CALIB_TOKENS].contents() == budget
+    llm = llama_cpp.Llama(str(out), n_ctx=64, verbose=False)    # llama-cpp-python's own loader
+    try:
+        assert llm.metadata["gpt-oss.expert_count"] == "6"
+    finally:
+        llm.close()
 
 
 @pytest.mark.slow

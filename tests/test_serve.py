@@ -69,6 +69,25 @@ def test_json_schema_answer_after_a_budgeted_thought(client):
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
 
 
+def test_a_stop_string_inside_a_schema_answer_does_not_cut_it(client):
+    """Every PERSON answer begins with `{` and holds `"`: the answer still ends where the grammar ends it."""
+    stops, fmt = ['"', "{"], {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}}
+    r = client.chat.completions.create(model="gpt-oss-tiny", messages=USER, max_tokens=60, stop=stops,
+                                       response_format=fmt, extra_body={"thinking_budget": 2})
+    assert r.choices[0].finish_reason == "stop"
+    jsonschema.validate(json.loads(r.choices[0].message.content), PERSON)
+    chunks = list(client.chat.completions.create(model="gpt-oss-tiny", messages=USER, max_tokens=60, stop=stops,
+                                                 response_format=fmt, stream=True, seed=5,
+                                                 extra_body={"thinking_budget": 2}))
+    jsonschema.validate(json.loads("".join(c.choices[0].delta.content or "" for c in chunks if c.choices)), PERSON)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    answer = client.responses.create(model="gpt-oss-tiny", input="Who is Ann?", max_output_tokens=60,
+                                     text={"format": {"type": "json_schema", "name": "person", "schema": PERSON}},
+                                     extra_body={"thinking_budget": 2, "stop": stops})
+    assert answer.status == "completed"
+    jsonschema.validate(json.loads(answer.output_text), PERSON)
+
+
 def test_streamed_forced_call_with_usage(client):
     stream = client.chat.completions.create(
         model="gpt-oss-tiny", messages=USER, tools=TOOLS, stream=True, max_tokens=60,

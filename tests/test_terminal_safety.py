@@ -142,6 +142,33 @@ def test_one_shot_piped_is_byte_exact_and_json_escapes(tiny_gguf, reply):
     assert not re.search(rb"[\x00-\x09\x0b-\x1f\x7f]|\xc2[\x80-\x9f]", as_json.stdout)
 
 
+# Trojan Source (CVE-2021-42574): an override and isolates make a terminal show this line reordered.
+BIDI = 'access = "user\u202e \u2066// admin check\u2069 \u2066" LRE\u202aPDF\u202c RLI\u2067FSI\u2068 RLM\u200f'
+BIDI_SHOWN = ('access = "user\\u202e \\u2066// admin check\\u2069 \\u2066" LRE\\u202aPDF\\u202c '
+              'RLI\\u2067FSI\\u2068 RLM\u200f')
+
+
+def test_bidi_controls_show_as_escapes_on_a_terminal_and_stay_piped(tiny_gguf, tmp_path):
+    path = tmp_path / "reply.txt"
+    path.write_text(f"<|channel|>final<|message|>{BIDI}<|return|>", encoding="utf-8")
+    env = {"GPTOSS_TEST_REPLY": str(path)}
+    for args in (["-p", "hi"], []):         # one-shot, then the REPL's Markdown view
+        child, log = _spawn(["chat", str(tiny_gguf), "--ctx-size", "1024", *args], env)
+        if not args:
+            child.expect_exact(">>> ")
+            child.sendline("hello")
+            child.expect_exact(">>> ")
+            child.sendline("/exit")
+        child.expect(pexpect.EOF)
+        raw = log.getvalue()
+        assert not re.search("[\u202a-\u202e\u2066-\u2069]", raw), args
+        assert BIDI_SHOWN in _plain(raw), (args, _plain(raw)[-2000:])
+    base = [sys.executable, "-m", "gptoss_cli", "chat", str(tiny_gguf), "--ctx-size", "1024", "-p", "hi"]
+    piped = subprocess.run(base, cwd=ROOT, env={**os.environ, **env}, capture_output=True, timeout=300)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == (BIDI + "\n").encode("utf-8")
+
+
 def test_file_names_are_shown_as_visible_text_and_piped_results_stay_exact(tiny_gguf, isolated_home):
     models = isolated_home / "gptoss" / "models"
     models.mkdir(parents=True)

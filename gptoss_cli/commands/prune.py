@@ -28,6 +28,9 @@ def prune(
                                                        "harmony; repeatable (default: the built-in set and the "
                                                        "model's replies)."),
     calib_tokens: int = typer.Option(32768, "--calib-tokens", help="Calibration tokens the statistics use."),
+    effort: str = typer.Option("medium", "--effort", "-e", help="Reasoning effort of the built-in set's "
+                                                                "calibration replies (and of --text chats): low, "
+                                                                "medium or high."),
     criterion: str = typer.Option("reap", "--criterion", help="reap (default), frequency or ean."),
     stats: Path | None = typer.Option(None, "--stats", help="Statistics file: reused when it exists, else "
                                                                "written after collecting."),
@@ -56,7 +59,7 @@ def prune(
     from gptoss_cli.prune.run import PruneOptions, run_prune
 
     opts = PruneOptions(model=model, keep=keep, target_size=target_size, texts=tuple(text),
-                        calib_tokens=calib_tokens, criterion=criterion, stats=stats, dry_run=dry_run,
-                        output=output, no_eval=no_eval, eval_text=eval_text, yes=yes, force=force,
+                        calib_tokens=calib_tokens, effort=effort.lower(), criterion=criterion, stats=stats,
+                        dry_run=dry_run, output=output, no_eval=no_eval, eval_text=eval_text, yes=yes, force=force,
                         threads=threads, as_json=json_out)
     run_guarded(lambda: run_prune(opts))

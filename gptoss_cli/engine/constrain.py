@@ -107,6 +107,11 @@ class Controller:
         return self._phase in ("grammar", "name")
 
     @property
+    def answer_constrained(self) -> bool:
+        """Whether a final answer is held to a JSON schema (it ends only where its grammar ends it)."""
+        return self._answer is not None
+
+    @property
     def finished(self) -> bool:
         """The forced answer or call has been closed."""
         return self._phase == "done"

@@ -55,14 +55,15 @@ def builtin_texts(effort: str = "medium") -> list[str]:
     return [render(c, effort) for c in builtin_conversations()]
 
 
-def load_texts(paths: list[Path]) -> list[str]:
-    """Calibration texts from files: plain text as it is, JSONL chat conversations rendered in harmony."""
+def load_texts(paths: list[Path], effort: str = "medium") -> list[str]:
+    """Calibration texts from files: plain text as it is, JSONL chat conversations rendered in harmony (at
+    `effort` where a conversation names none)."""
     texts: list[str] = []
     for path in map(Path, paths):
         if not path.is_file():
             raise BadInputError(path, "no such file", "Pass a plain-text or JSONL file to --text")
         if _is_jsonl(path):
-            texts += [render(c) for c in _read_jsonl(path)]
+            texts += [render(c, effort) for c in _read_jsonl(path)]
         else:
             texts.append(_read(path))
     return texts
@@ -76,51 +77,82 @@ def render(conv: Conversation, effort: str = "medium") -> str:
     return text + "".join(harmony.render_message(m) for m in conv.messages)
 
 
+@dataclass
+class Generated:
+    """Calibration texts with the model's replies, and what producing them took."""
+
+    texts: list[str]
+    tokens: int = 0          # tokens the texts hold, as the statistics tokenize them
+    reply_tokens: int = 0    # tokens the model generated
+    effort: str = "medium"
+
+    def label(self) -> str:
+        """What the calibration text was, for the progress line, the statistics file and --json."""
+        n = len(self.texts)
+        return (f"built-in set: {n} conversation{'' if n == 1 else 's'}, {self.reply_tokens} reply tokens the "
+                f"model generated at effort {self.effort}")
+
+
 def generate_texts(backend, conversations: list[Conversation] | None = None, *, effort: str = "medium",
                    max_tokens: int = 1024, budget_tokens: int | None = None, temperature: float = 1.0,
                    progress: Callable[[int, int], None] | None = None) -> list[str]:
-    """Each conversation (default: the shipped set) and the model's own reply at `effort`, in harmony.
+    """Each conversation (default: the shipped set) and the model's own reply at `effort`, in harmony."""
+    return generate(backend, conversations, effort=effort, max_tokens=max_tokens, budget_tokens=budget_tokens,
+                    temperature=temperature, progress=progress).texts
+
+
+def generate(backend, conversations: list[Conversation] | None = None, *, effort: str = "medium",
+             max_tokens: int = 1024, budget_tokens: int | None = None, temperature: float = 1.0,
+             progress: Callable[[int, int], None] | None = None) -> Generated:
+    """generate_texts with its counts. A reply ends at the model's stop, a tool call, max_tokens, or where the
+    texts reach budget_tokens tokens; no conversation starts past the budget.
 
     `backend` is an engine.backend.Backend (or anything with its tokenize/tokenize_plain/token_bytes/generate
-    and n_ctx). A reply ends at the model's stop, a tool call, or max_tokens. Generation stops once the texts
-    hold budget_tokens tokens; progress(conversations done, conversations in all) after each.
+    and n_ctx). progress(tokens so far, budget_tokens) after each conversation; without a budget,
+    progress(conversations done, conversations in all).
     """
-    from gptoss_cli.engine.harmony_stream import StreamParser
-
     convs = builtin_conversations() if conversations is None else conversations
-    texts, used = [], 0
+    out = Generated([], effort=effort)
     for i, conv in enumerate(convs):
-        if budget_tokens is not None and used >= budget_tokens:
+        left = None if budget_tokens is None else budget_tokens - out.tokens
+        if left is not None and left <= 0:
             break
         if not conv.wants_reply:
             text = render(conv, effort)
-            used += len(backend.tokenize(text))
         else:
             parts = harmony.prompt_parts(conv.messages, effort=conv.effort or effort,
                                          instructions=conv.instructions, tools=conv.tools)
             prompt = harmony.tokenize_parts(parts, backend.tokenize, backend.tokenize_plain)
-            room = min(max_tokens, backend.n_ctx - len(prompt) - 1)
-            reply = bytearray()
-            n = 0
-            if room > 0:
-                parser = StreamParser(backend.token_bytes)
-                gen = backend.generate(prompt, temperature=temperature, top_p=1.0, max_tokens=room,
-                                       stop=set(harmony.STOP_IDS))
-                try:
-                    for token in gen:
-                        reply += backend.token_bytes(token)
-                        n += 1
-                        parser.feed(token)
-                        if parser.done:
-                            break
-                finally:
-                    gen.close()
+            room = min(max_tokens, backend.n_ctx - len(prompt) - 1, max_tokens if left is None else left - len(prompt))
+            reply, n = _reply(backend, prompt, room, temperature)
+            out.reply_tokens += n
             text = "".join(t for t, _ in parts) + reply.decode("utf-8", errors="replace")
-            used += len(prompt) + n
-        texts.append(text)
+        out.texts.append(text)
+        out.tokens += len(backend.tokenize(text))    # as collect_stats tokenizes it (a reply may re-encode shorter)
         if progress:
-            progress(i + 1, len(convs))
-    return texts
+            progress(*((min(out.tokens, budget_tokens), budget_tokens) if budget_tokens else (i + 1, len(convs))))
+    return out
+
+
+def _reply(backend, prompt: list[int], room: int, temperature: float) -> tuple[bytes, int]:
+    """The model's reply to prompt (at most room tokens, up to its stop or a tool call): bytes, tokens."""
+    from gptoss_cli.engine.harmony_stream import StreamParser
+
+    reply, n = bytearray(), 0
+    if room <= 0:
+        return bytes(reply), 0
+    parser = StreamParser(backend.token_bytes)
+    gen = backend.generate(prompt, temperature=temperature, top_p=1.0, max_tokens=room, stop=set(harmony.STOP_IDS))
+    try:
+        for token in gen:
+            reply += backend.token_bytes(token)
+            n += 1
+            parser.feed(token)
+            if parser.done:
+                break
+    finally:
+        gen.close()
+    return bytes(reply), n
 
 
 def _read(path: Path) -> str:

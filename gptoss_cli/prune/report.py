@@ -70,6 +70,7 @@ def _ids(ids: list[int], most: int = 24) -> str:
 def result(plan: PrunePlan, out: Path, stats: ExpertStats, seconds: float, loss: dict | None, opts) -> dict:
     """Print (or --json) what was written, the per-layer summary and the loss on held-out text."""
     doc = {"path": str(out), "criterion": opts.criterion, "calibration_tokens": stats.tokens,
+           "calibration": stats.texts,
            "seconds": round(seconds, 3), **sizes(plan), "kept": plan.kept,
            "layers": layer_rows(stats, plan, opts.criterion), "eval": loss}
     if opts.as_json:

@@ -12,6 +12,7 @@ from converters.gguf_layout import SourceLayout
 from converters.prune import PrunePlan, first_kept, plan_prune, read_source
 from converters.prune_copy import write_pruned
 from gptoss_cli import paths, ui
+from gptoss_cli.engine.harmony import EFFORTS
 from gptoss_cli.prune.heldout import EVAL_CHUNKS, EVAL_CTX, heldout_text
 from gptoss_cli.prune.select import CRITERIA, choose
 from gptoss_cli.prune.stats import DEFAULT_CALIB_TOKENS, ExpertStats
@@ -26,6 +27,7 @@ class PruneOptions:
     target_size: str | None = None
     texts: tuple[Path, ...] = ()
     calib_tokens: int = DEFAULT_CALIB_TOKENS
+    effort: str = "medium"
     criterion: str = "reap"
     stats: Path | None = None
     dry_run: bool = False
@@ -47,6 +49,8 @@ def check_options(opts: PruneOptions) -> None:
                             "For example `gptoss prune 20b --keep 24`")
     if opts.calib_tokens < 1:
         raise BadInputError(str(opts.calib_tokens), "--calib-tokens must be at least 1")
+    if opts.effort not in EFFORTS:
+        raise BadInputError(opts.effort, "unknown reasoning effort", f"Use one of {', '.join(EFFORTS)}")
 
 
 def resolve_source(opts: PruneOptions) -> Path:
@@ -155,9 +159,11 @@ def collect(opts: PruneOptions, gguf: Path) -> ExpertStats:
     from gptoss_cli.prune.stats import collect_stats, memory_note
 
     if opts.texts:
-        texts, label = calibration.load_texts(list(opts.texts)), ", ".join(Path(p).name for p in opts.texts)
+        texts = calibration.load_texts(list(opts.texts), opts.effort)
+        label = ", ".join(Path(p).name for p in opts.texts)
     else:
-        texts, label = builtin_with_replies(gguf, opts), "built-in set with the model's replies"
+        generated = builtin_with_replies(gguf, opts)
+        texts, label = generated.texts, generated.label()
     note = memory_note(gguf)
     if note:
         ui.warn(note)
@@ -177,15 +183,22 @@ def collect(opts: PruneOptions, gguf: Path) -> ExpertStats:
     return stats
 
 
-def builtin_with_replies(gguf: Path, opts: PruneOptions) -> list[str]:
-    """The shipped conversations with the model's own replies, until calib_tokens tokens."""
+def builtin_with_replies(gguf: Path, opts: PruneOptions):
+    """The shipped conversations with the model's own replies at --effort, until calib_tokens tokens
+    (a calibration.Generated)."""
     from gptoss_cli.engine.backend import Backend, BackendOptions
     from gptoss_cli.prune import calibration
 
     with Backend(gguf, BackendOptions(ctx_size=4096, threads=opts.threads, seed=0)) as backend, \
-            ui.count_progress("generating calibration replies") as advance:
-        return calibration.generate_texts(backend, budget_tokens=opts.calib_tokens, max_tokens=512,
-                                          progress=lambda done, total: advance(1, total))
+            ui.count_progress(f"generating calibration replies (effort {opts.effort}, tokens)") as advance:
+        last = [0]
+
+        def progress(done: int, total: int) -> None:
+            advance(done - last[0], total)
+            last[0] = done
+
+        return calibration.generate(backend, effort=opts.effort, budget_tokens=opts.calib_tokens, max_tokens=512,
+                                    progress=progress)
 
 
 def write(plan: PrunePlan, out: Path, force: bool) -> float:

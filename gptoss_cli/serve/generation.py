@@ -113,7 +113,8 @@ class Generation:
         self.started = False                      # it got a slot (engine thread writes, loop reads after _placed)
         self.engine = engine
         self.parser = StreamParser(engine.backend.token_bytes)
-        self.stop = StopText(stop)
+        # Stop strings do not cut a schema-constrained answer: cut, it would not be the complete JSON promised.
+        self.stop = StopText([] if control is not None and control.answer_constrained else stop)
         self.out = Outcome(prompt_tokens=len(prompt))
         self.job = Job(prompt, max_tokens, self._on_token, self._on_end, temperature=temperature, top_p=top_p,
                        seed=seed, control=control, on_start=self._on_start)
