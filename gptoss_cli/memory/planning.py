@@ -135,10 +135,10 @@ def run_plan(opts: PlanOptions) -> None:
         raise DoesNotFit(shape.name, plan.reason, advice(plan, flash_attn_used(flash_attn)))
 
 
-def fit(model_path: Path, ctx: int, flash_attn: str = "auto",
-        workers: list | None = None) -> Placement | MultiDevicePlacement:
-    """`chat --fit`: plan from the GGUF and this machine's free memory (with workers: theirs, over all
-    devices); the table goes to stderr."""
+def fit(model_path: Path, ctx: int, flash_attn: str = "auto", workers: list | None = None,
+        parallel: int = 1) -> Placement | MultiDevicePlacement:
+    """`--fit`: plan ctx tokens in each of `parallel` sequences from the GGUF and this machine's free memory
+    (with workers: theirs, over all devices); the table goes to stderr."""
     from gptoss_cli import ui
 
     shape = shape_from_gguf(model_path)
@@ -146,13 +146,13 @@ def fit(model_path: Path, ctx: int, flash_attn: str = "auto",
         from gptoss_cli.rpc.client import offload_table
 
         multi = plan_devices(shape, ctx, offload_table(workers), ram_device().free,
-                             flash_attn=flash_attn_used(flash_attn), fit=True)
+                             flash_attn=flash_attn_used(flash_attn), fit=True, parallel=parallel)
         ui.err_table(multi_device_title(multi), ["where", "what", "size"], multi_device_rows(multi), right=["size"])
         if not multi.fits:
             raise DoesNotFit(model_path, multi.reason, "Add a worker, or free memory on the one named")
         return multi
     gpu_free, ram_free, _ = probe(None, None)
-    plan = plan_memory(shape, ctx, gpu_free, ram_free, flash_attn=flash_attn_used(flash_attn))
+    plan = plan_memory(shape, ctx, gpu_free, ram_free, flash_attn=flash_attn_used(flash_attn), parallel=parallel)
     ui.err_table(plan_title(plan), ["where", "what", "size"], plan_rows(plan, shape), right=["size"])
     if not plan.fits:
         raise DoesNotFit(model_path, plan.reason, advice(plan, flash_attn_used(flash_attn)))
@@ -187,14 +187,15 @@ def _run_plan_rpc(shape: ModelShape, source: str, rpc: str, opts: PlanOptions) -
         raise DoesNotFit(shape.name, plan.reason, "Add a worker, or free memory on the device named")
 
 
-def fit_backend(model_path: Path, b, kv_tokens: int, workers: list | None = None) -> None:
-    """`--fit` for chat and serve: plan for kv_tokens of cache and set b's (BackendOptions) expert placement."""
+def fit_backend(model_path: Path, b, workers: list | None = None, parallel: int = 1) -> None:
+    """`--fit` for chat and serve: plan the context they create (b.ctx_size tokens in each of `parallel`
+    sequences) and set b's (BackendOptions) expert placement."""
     from gptoss_cli import ui
 
     if b.cpu_moe or b.n_cpu_moe:
         raise BadInputError(None, "--fit chooses the expert placement itself",
                             "Use either --fit or --cpu-moe / --n-cpu-moe")
-    plan = fit(model_path, kv_tokens, b.flash_attn, workers=workers or [])
+    plan = fit(model_path, b.ctx_size, b.flash_attn, workers=workers or [], parallel=parallel)
     if isinstance(plan, MultiDevicePlacement):  # with workers
         ui.info(plan.apply_to(b))
     elif plan.gpu:
