@@ -91,7 +91,8 @@ def compute_buffer_bytes(shape: ModelShape, ctx: int, flash_attn: bool, *, ubatc
     full-size SWA cache, without flash attention: the allocator's placement shifts); over by up to 0.8 MiB on
     the 96-wide test model with flash attention, and by 4 MiB for the release shapes at a 256-token context.
     With serve's slots (20b at 4096 x 4 and 32768 x 4, 120b at 8192 x 2 and 4096 x 16) within 0.01 MiB, at most
-    0.2% under (20b, 1000 x 3). The planner counts it on the GPU too: the graph is the same there (CUDA's buffer was not measured).
+    0.2% under (20b, 1000 x 3). The planner counts it on the GPU too: the graph is the same there (CUDA's buffer
+    was not measured).
     """
     T = min(ubatch, ctx)                       # llama.cpp reserves min(n_ctx, n_ubatch) tokens
     n_out = min(T, parallel)                   # n_outputs_max: one logits row per sequence
