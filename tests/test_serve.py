@@ -207,9 +207,9 @@ def test_non_loopback_host_needs_a_key_or_no_auth(tiny_gguf, cli, tmp_path):
 
 def test_fit_plans_the_cache_of_every_slot_then_serves(tiny_gguf, cli):
     """`serve --fit` plans --ctx-size tokens in each of the --parallel slots, for GPUs injected at the device seam
-    (GPTOSS_TEST_GPUS): a GPU with room for one slot's cache but not three is refused for three slots; on a large
-    one it says where the model goes, as `gptoss plan --parallel 3` does, and serves. A manual placement next to
-    it is refused."""
+    (GPTOSS_TEST_GPUS): a GPU with room for one slot's cache but not three is refused for three slots; on one with
+    exactly what `gptoss plan --parallel 3` says three need, it places the model as that plan does and serves. A
+    manual placement next to it is refused."""
     def gpu(free: int) -> dict:
         return {"GPTOSS_TEST_GPUS": f"Injected GPU:{free}:{free}"}
 
@@ -225,7 +225,7 @@ def test_fit_plans_the_cache_of_every_slot_then_serves(tiny_gguf, cli):
     r = cli("serve", str(tiny_gguf), "--port", "0", "--fit", "--parallel", "3", "--ctx-size", "512", env=gpu(between))
     assert r.returncode == 1 and "error: does not fit" in r.stderr and r.stdout == "", r.stderr
     assert "context 512 x 3 sequences: does not fit" in r.stderr
-    served = start(tiny_gguf, "--fit", "--parallel", "3", "--ctx-size", "512", env=gpu(big))
+    served = start(tiny_gguf, "--fit", "--parallel", "3", "--ctx-size", "512", env=gpu(three["gpu_needed"]))
     try:
         body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}).encode()
         status, raw = served.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
