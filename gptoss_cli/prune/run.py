@@ -222,6 +222,7 @@ def evaluate_loss(gguf: Path, out: Path, heldout: tuple[str, str], threads: int 
 
     text, label = heldout
     with ui.count_progress(f"measuring the loss on {label}") as advance:
-        report = evaluate(gguf, [out], text, EVAL_CTX, threads, EVAL_CHUNKS, progress=advance)
+        report = evaluate(gguf, [out], text, ctx=EVAL_CTX, threads=threads, max_chunks=EVAL_CHUNKS,
+                          progress=advance)
     report["text"] = label
     return report
