@@ -193,12 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--generation", action="store_true", help="only calibration replies vs chat decode")
+    parser.add_argument("--calib-tokens", type=int, default=600, help="with --generation: prune's token budget")
     args = parser.parse_args(argv)
     if args.generation:
         from gptoss_cli.engine.threads import math_threads
 
         args.path.mkdir(parents=True, exist_ok=True)
-        gen = run_generation(args.gguf, args.path, args.threads or math_threads(), repeats=args.repeats)
+        gen = run_generation(args.gguf, args.path, args.threads or math_threads(), args.calib_tokens,
+                             repeats=args.repeats)
         print(json.dumps(gen, indent=2))
     elif args.child:
         _child(args.gguf, args.path, args.chunks, args.threads, args.plain)
