@@ -16,7 +16,7 @@ callback, shows what watching the MoE tensors costs.
 A second table times the calibration replies `gptoss prune` generates without --text (the shipped prompts,
 the model's own replies) against `gptoss chat -p` one-shot decode on the same GGUF, context size and threads:
 both CLIs in their own process, each its decode tokens/s from --json (tokens after a reply's first over the
-time from its first to its last), alternating, the best of `--repeats` kept. Goal: prune >= 0.9x chat.
+time from its first to its last), in alternating order, the best of `--repeats` kept. Goal: prune >= 0.9x chat.
 """
 
 from __future__ import annotations
@@ -131,9 +131,12 @@ def run_generation(gguf: Path, workdir: Path, threads: int, tokens: int = 600, r
     chat_args = ["chat", str(gguf), "-p", prompt, "--max-tokens", str(tokens // 2), "--ctx-size", "4096",
                  "--seed", "0", "--json", *common]
     prune, chat, load = [], [], [os.getloadavg()[0]]
-    for _ in range(repeats):
-        prune.append(_cli(prune_args)["calibration_replies"])
-        chat.append(_cli(chat_args))
+    for i in range(repeats):   # the order alternates, so neither always runs on a cold page cache
+        for which in ("prune", "chat") if i % 2 == 0 else ("chat", "prune"):
+            if which == "prune":
+                prune.append(_cli(prune_args)["calibration_replies"])
+            else:
+                chat.append(_cli(chat_args))
         load.append(os.getloadavg()[0])
     (workdir / "calib-speed.gguf").unlink(missing_ok=True)
     best_prune = max(p["decode_tokens_per_s"] for p in prune)
