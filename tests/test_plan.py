@@ -200,3 +200,17 @@ def test_plan_command_table_and_errors(cli, tiny_gguf):
     assert r.stderr.strip().splitlines()[-1].startswith("error: does not fit (gpt-oss-120b): even with every expert")
     r = cli("plan", "120b", "--vram", "lots")
     assert r.returncode == 2 and "not a memory size" in r.stderr
+
+
+def test_plan_for_serve_slots(cli):
+    """--parallel N plans `gptoss serve --parallel N`: N slots of --ctx-size tokens, each with its own KV cells
+    (llama.cpp's sizes for the same context: tests/test_plan_oracle.py)."""
+    args = ["plan", "20b", "--vram", "16GB", "--ram", "64GB", "--ctx", "4096", "--flash-attn", "off"]
+    doc = json.loads(cli(*args, "--parallel", "4", "--json").stdout)
+    # 12 full layers x 4096 cells and 12 sliding layers x (128 + 512, padded to 768) cells, 2048 bytes each, x 4
+    assert doc["gpu"]["kv_cache"] == (12 * 4096 + 12 * 768) * 2048 * 4 and doc["parallel"] == 4
+    assert doc["command"] == "gptoss serve 20b --ctx-size 4096 --flash-attn off --parallel 4"
+    single = json.loads(cli(*args, "--json").stdout)
+    assert single["gpu"]["kv_cache"] == (12 * 4096 + 12 * 768) * 2048 and single["command"].startswith("gptoss chat")
+    r = cli(*args, "--parallel", "4")
+    assert r.returncode == 0 and "gpt-oss-20b, context 4096 x 4 sequences: --n-cpu-moe" in r.stdout

@@ -1,7 +1,9 @@
 """The planner's compute-buffer estimate against the size llama.cpp itself reports ("CPU compute buffer size")
-when it creates a context for the same model and context size, with chat's context parameters (ubatch 512,
-one output row, the short sliding-window cache), on the CPU. The planner must not underestimate it: --fit
-would place more on the GPU than fits.
+when it creates a context for the same model and context size, with the context parameters chat and serve
+create theirs with (engine/backend.py context_params: ubatch 512, one output row and one KV stream per
+sequence, the short sliding-window cache), on the CPU. The planner must not underestimate it: --fit would place
+more on the GPU than fits. With serve's --parallel slots, the KV cache sizes llama.cpp logs must be the
+planner's exactly.
 
 Two kinds of model: the tiny fixture, loaded; and GGUFs with the release models' exact headers (sizes from the
 official config.json, the tiny GGUF's vocabulary and tensor types) whose data is a hole in a sparse file, which
@@ -10,6 +12,7 @@ llama.cpp loads with no_alloc (metadata only, allocations simulated, the same gr
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
 import subprocess
@@ -17,39 +20,47 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import DATA
+from conftest import DATA, ROOT
 
 from converters.gguf_layout import UINT32, build_header, kv_entry, pad, read_layout, tensor_bytes
-from gptoss_cli.memory.placement import compute_buffer_bytes
+from gptoss_cli.memory.placement import compute_buffer_bytes, kv_cache_bytes, seq_cells, swa_cells
 from gptoss_cli.memory.shapes import shape_from_gguf
 
 MiB = 1 << 20
 UNDER, OVER = 0.005, 0.08   # the estimate may be at most 0.5% below llama.cpp's size and 8% above it
 # llama-cpp-python's C API in a plain loop, none of gptoss's loader: load on the CPU (no extra buffer types:
 # llama.cpp's AMX path crashes on these GGUFs), create the context, and let llama.cpp log its buffers.
+# The context parameters are the product's own (context_params), only the ubatch varied.
 LOAD = """
 import sys, llama_cpp as lc
-path, (ctx, fa, ubatch, no_alloc) = sys.argv[1], map(int, sys.argv[2:6])
+from gptoss_cli.engine.backend import BackendOptions, context_params
+path, (ctx, fa, ubatch, no_alloc, parallel) = sys.argv[1], map(int, sys.argv[2:7])
 mp = lc.llama_model_default_params()
 mp.n_gpu_layers, mp.use_extra_bufts = 0, False
 if no_alloc:
     mp.no_alloc, mp.load_mode = True, lc.LLAMA_LOAD_MODE_NONE   # metadata only; no_alloc cannot map the file
 model = lc.llama_model_load_from_file(path.encode(), mp)
-cp = lc.llama_context_default_params()
-cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_outputs_max, cp.swa_full = ctx, min(2048, ctx), min(ubatch, ctx), 1, False
-cp.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED if fa else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
+cp = context_params(lc, BackendOptions(ctx_size=ctx, flash_attn="on" if fa else "off", parallel=parallel, threads=1))
+cp.n_ubatch = min(ubatch, cp.n_batch)
 assert lc.llama_init_from_model(model, cp)
 """
+KV_LOG = re.compile(r"llama_kv_cache: size =\s*([\d.]+) MiB \(\s*(\d+) cells,\s*(\d+) layers,\s*\d+/(\d+) seqs\)")
 
 
-def llama_cpp_compute_buffer(gguf: Path, ctx: int, flash_attn: bool, ubatch: int = 512,
-                             no_alloc: bool = False) -> int:
-    """Bytes of the CPU compute buffer llama.cpp reports for this model and context."""
-    args = [str(gguf), str(ctx), str(int(flash_attn)), str(ubatch), str(int(no_alloc))]
-    r = subprocess.run([sys.executable, "-c", LOAD, *args], capture_output=True, text=True, timeout=300)
+def llama_cpp_log(gguf: Path, ctx: int, flash_attn: bool, ubatch: int = 512, no_alloc: bool = False,
+                  parallel: int = 1) -> str:
+    """llama.cpp's log of creating a context for this model, ctx tokens in each of `parallel` sequences."""
+    args = [str(gguf), str(ctx), str(int(flash_attn)), str(ubatch), str(int(no_alloc)), str(parallel)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-c", LOAD, *args], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
-    sizes = re.findall(r"CPU compute buffer size =\s*([\d.]+) MiB", r.stderr)
-    assert len(sizes) == 1, r.stderr[-2000:]
+    return r.stderr
+
+
+def compute_buffer(log: str) -> int:
+    """Bytes of the CPU compute buffer llama.cpp reports."""
+    sizes = re.findall(r"CPU compute buffer size =\s*([\d.]+) MiB", log)
+    assert len(sizes) == 1, log[-2000:]
     return int(float(sizes[0]) * MiB)
 
 
@@ -85,12 +96,21 @@ def release_shaped_gguf(tiny_gguf: Path, config: dict, path: Path) -> Path:
     return path
 
 
-def check(gguf: Path, ctx: int, flash_attn: bool, ubatch: int = 512, no_alloc: bool = False) -> None:
-    reported = llama_cpp_compute_buffer(gguf, ctx, flash_attn, ubatch, no_alloc)
-    estimate = compute_buffer_bytes(shape_from_gguf(gguf), ctx, flash_attn, ubatch=ubatch)
+def check(gguf: Path, ctx: int, flash_attn: bool, ubatch: int = 512, no_alloc: bool = False,
+          parallel: int = 1) -> None:
+    log = llama_cpp_log(gguf, ctx, flash_attn, ubatch, no_alloc, parallel)
+    reported = compute_buffer(log)
+    shape = shape_from_gguf(gguf)
+    estimate = compute_buffer_bytes(shape, ctx, flash_attn, ubatch=ubatch, parallel=parallel)
     said = f"planner {estimate / MiB:.2f} MiB, llama.cpp {reported / MiB:.2f} MiB"
     assert estimate >= reported * (1 - UNDER), "underestimate: " + said
     assert estimate <= reported * (1 + OVER), "overestimate: " + said
+    # The KV caches llama.cpp logs, full-attention then sliding-window: MiB, cells per sequence, sequences.
+    caches = [float(x) for found in KV_LOG.findall(log) for x in (found[0], found[1], found[3])]
+    kv_full, kv_swa = kv_cache_bytes(shape, ctx, parallel=parallel, ubatch=ubatch)
+    planned = [kv_full / MiB, seq_cells(ctx, parallel), parallel,
+               kv_swa / MiB, swa_cells(shape, ctx, parallel=parallel, ubatch=ubatch), parallel]
+    assert caches == pytest.approx(planned, abs=0.01), f"KV caches: llama.cpp {caches}, planner {planned}"
 
 
 @pytest.mark.slow
@@ -113,3 +133,18 @@ def release_ggufs(tiny_gguf, tmp_path_factory) -> dict[str, Path]:
                                                    ("120b", 32768, True)])
 def test_compute_buffer_estimate_matches_llama_cpp_on_release_shapes(release_ggufs, size, ctx, flash_attn):
     check(release_ggufs[size], ctx, flash_attn, no_alloc=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ctx, parallel, flash_attn", [(1000, 3, False), (4096, 2, False), (4096, 2, True),
+                                                       (512, 4, True), (512, 8, True), (256, 16, True)])
+def test_parallel_sequences_match_llama_cpp_on_the_tiny_model(tiny_gguf, ctx, parallel, flash_attn):
+    """serve's --parallel slots: ctx tokens in each sequence, one KV stream per sequence."""
+    check(tiny_gguf, ctx, flash_attn, parallel=parallel)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size, ctx, parallel, flash_attn", [("20b", 4096, 4, False), ("20b", 4096, 4, True),
+                                                             ("120b", 8192, 2, False), ("120b", 8192, 2, True)])
+def test_parallel_sequences_match_llama_cpp_on_release_shapes(release_ggufs, size, ctx, parallel, flash_attn):
+    check(release_ggufs[size], ctx, flash_attn, no_alloc=True, parallel=parallel)

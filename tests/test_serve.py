@@ -206,13 +206,26 @@ def test_non_loopback_host_needs_a_key_or_no_auth(tiny_gguf, cli, tmp_path):
 
 
 def test_fit_plans_the_cache_of_every_slot_then_serves(tiny_gguf, cli):
-    """`serve --fit` sizes the plan for --ctx-size tokens in each of the --parallel slots, says where the model
-    goes (what `gptoss plan` says for that context on this machine, GPU or not) and serves; a manual placement
-    next to it is refused."""
-    plan = json.loads(cli("plan", str(tiny_gguf), "--ctx", "1536", "--json").stdout)
-    placed = (f"--fit: --n-cpu-moe {plan['n_cpu_moe']}" if plan["gpu"]
-              else "--fit: no usable GPU memory, running on the CPU")
-    served = start(tiny_gguf, "--fit", "--parallel", "3", "--ctx-size", "512")
+    """`serve --fit` plans --ctx-size tokens in each of the --parallel slots, for GPUs injected at the device seam
+    (GPTOSS_TEST_GPUS): a GPU with room for one slot's cache but not three is refused for three slots; on one with
+    exactly what `gptoss plan --parallel 3` says three need, it places the model as that plan does and serves. A
+    manual placement next to it is refused."""
+    def gpu(free: int) -> dict:
+        return {"GPTOSS_TEST_GPUS": f"Injected GPU:{free}:{free}"}
+
+    def planned(free: int, parallel: int) -> dict:
+        r = cli("plan", str(tiny_gguf), "--ctx", "512", "--parallel", str(parallel), "--json", env=gpu(free))
+        return json.loads(r.stdout)
+
+    big = 80 << 30
+    one, three = planned(big, 1), planned(big, 3)
+    assert three["fits"] and three["n_cpu_moe"] == 0 and three["gpu_needed"] > one["gpu_needed"]
+    between = (one["gpu_needed"] + three["gpu_needed"]) // 2
+    assert planned(between, 1)["fits"] and not planned(between, 3)["fits"]
+    r = cli("serve", str(tiny_gguf), "--port", "0", "--fit", "--parallel", "3", "--ctx-size", "512", env=gpu(between))
+    assert r.returncode == 1 and "error: does not fit" in r.stderr and r.stdout == "", r.stderr
+    assert "context 512 x 3 sequences: does not fit" in r.stderr
+    served = start(tiny_gguf, "--fit", "--parallel", "3", "--ctx-size", "512", env=gpu(three["gpu_needed"]))
     try:
         body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}).encode()
         status, raw = served.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
@@ -220,6 +233,6 @@ def test_fit_plans_the_cache_of_every_slot_then_serves(tiny_gguf, cli):
         assert stop(served) == 130
     assert status == 200 and json.loads(raw)["usage"]["completion_tokens"] >= 1
     err = "".join(served.stderr)
-    assert "context 1536" in err and placed in err
+    assert "context 512 x 3 sequences: --n-cpu-moe 0" in err and "--fit: --n-cpu-moe 0" in err
     r = cli("serve", str(tiny_gguf), "--port", "0", "--fit", "--cpu-moe")
     assert r.returncode == 2 and "either --fit or --cpu-moe" in r.stderr and r.stdout == ""

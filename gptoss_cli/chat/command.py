@@ -190,4 +190,4 @@ def _fit(gguf: Path, backend_opts, workers: list | None = None) -> None:
     """--fit: choose --n-cpu-moe from the GGUF and free memory (the plan table goes to stderr)."""
     from gptoss_cli.memory.planning import fit_backend
 
-    fit_backend(gguf, backend_opts, backend_opts.ctx_size, workers)
+    fit_backend(gguf, backend_opts, workers)

@@ -52,6 +52,25 @@ class BackendOptions:
     parallel: int = 1   # sequences in the context (serve's slots), each with ctx_size tokens of its own
 
 
+def context_params(lc, opts: BackendOptions):
+    """The llama_context_params chat and serve create their context with (the memory planner models them)."""
+    cp = lc.llama_context_default_params()
+    cp.n_ctx = opts.ctx_size * opts.parallel
+    cp.n_seq_max = opts.parallel
+    cp.kv_unified = False   # one KV stream per sequence: no cross-sequence masking work per step
+    cp.n_batch = min(2048, opts.ctx_size)
+    cp.n_ubatch = min(512, cp.n_batch)
+    cp.n_threads = cp.n_threads_batch = opts.threads or math_threads()
+    cp.flash_attn_type = {"auto": lc.LLAMA_FLASH_ATTN_TYPE_AUTO, "on": lc.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+                          "off": lc.LLAMA_FLASH_ATTN_TYPE_DISABLED}[opts.flash_attn]
+    # Only the last token's logits (per sequence) are read: saves n_vocab * n_batch * 4 bytes of buffers.
+    if hasattr(cp, "n_outputs_max"):
+        cp.n_outputs_max = opts.parallel
+    cp.no_perf = True
+    cp.swa_full = SWA_FULL
+    return cp
+
+
 class Backend:
     """One loaded gpt-oss model and context; `generate` streams sampled token ids."""
 
@@ -72,7 +91,7 @@ class Backend:
         try:
             self._model = load_model(self.model_path, load, self.load_log)
             self._vocab = self._model.vocab
-            self._ctx = lc.llama_init_from_model(self._model.ptr, self._context_params(opts))
+            self._ctx = lc.llama_init_from_model(self._model.ptr, context_params(lc, opts))
             if not self._ctx:
                 raise ModelLoadFailure(self.model_path, log.why("llama.cpp could not create the context"),
                                        "Try a smaller --ctx-size, or --n-cpu-moe to free GPU memory")
@@ -103,24 +122,6 @@ class Backend:
     def vocab(self):
         """The model's llama_vocab handle."""
         return self._vocab
-
-    def _context_params(self, opts: BackendOptions):
-        lc = self._lc
-        cp = lc.llama_context_default_params()
-        cp.n_ctx = opts.ctx_size * opts.parallel
-        cp.n_seq_max = opts.parallel
-        cp.kv_unified = False   # one KV stream per sequence: no cross-sequence masking work per step
-        cp.n_batch = min(2048, opts.ctx_size)
-        cp.n_ubatch = min(512, cp.n_batch)
-        cp.n_threads = cp.n_threads_batch = opts.threads or math_threads()
-        cp.flash_attn_type = {"auto": lc.LLAMA_FLASH_ATTN_TYPE_AUTO, "on": lc.LLAMA_FLASH_ATTN_TYPE_ENABLED,
-                              "off": lc.LLAMA_FLASH_ATTN_TYPE_DISABLED}[opts.flash_attn]
-        # Only the last token's logits (per sequence) are read: saves n_vocab * n_batch * 4 bytes of buffers.
-        if hasattr(cp, "n_outputs_max"):
-            cp.n_outputs_max = opts.parallel
-        cp.no_perf = True
-        cp.swa_full = SWA_FULL
-        return cp
 
     # --- tokens -----------------------------------------------------------------------------------
 

@@ -12,7 +12,15 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from gptoss_cli.memory.placement import MARGIN, GiB, _layers, _pad, compute_buffer_bytes, swa_cells
+from gptoss_cli.memory.placement import (
+    MARGIN,
+    GiB,
+    _layers,
+    compute_buffer_bytes,
+    context_words,
+    seq_cells,
+    swa_cells,
+)
 from gptoss_cli.memory.shapes import ModelShape
 
 
@@ -47,6 +55,7 @@ class MultiDevicePlacement:
     ram_free: int
     reason: str = ""
     split: list[int] | None = None   # layers per device when --fit chose them (llama.cpp's tensor_split)
+    parallel: int = 1                # sequences (serve's slots), ctx tokens each
 
     def to_json(self) -> dict:
         """A JSON-ready dict."""
@@ -72,11 +81,12 @@ def layer_devices(n_layers: int, frees: list[int]) -> list[int]:
             for il in range(n_layers + 1)]
 
 
-def layer_kv_bytes(shape: ModelShape, ctx: int, layer: int) -> int:
-    """K+V bytes (f16) of one layer's cache: the whole context, or the sliding window."""
+def layer_kv_bytes(shape: ModelShape, ctx: int, layer: int, parallel: int = 1) -> int:
+    """K+V bytes (f16) of one layer's cache, for ctx tokens in each of `parallel` sequences: the whole context,
+    or the sliding window, per sequence."""
     per_token = 2 * shape.n_kv_heads * shape.head_dim * 2
-    cells = swa_cells(shape, ctx) if shape.swa_layers[layer] else _pad(ctx)
-    return cells * per_token
+    cells = swa_cells(shape, ctx, parallel=parallel) if shape.swa_layers[layer] else seq_cells(ctx, parallel)
+    return cells * parallel * per_token
 
 
 def split_devices(n_layers: int, counts: list[int]) -> list[int]:
@@ -85,7 +95,8 @@ def split_devices(n_layers: int, counts: list[int]) -> list[int]:
 
 
 def shares_for(shape: ModelShape, ctx: int, devices: list[tuple[str, int]], n_cpu_moe: int,
-               flash_attn: bool, margin: float = MARGIN, split: list[int] | None = None) -> list[DeviceShare]:
+               flash_attn: bool, margin: float = MARGIN, split: list[int] | None = None,
+               parallel: int = 1) -> list[DeviceShare]:
     """Each device's layers and bytes when n_cpu_moe layers keep their experts in local RAM; layers go by
     free memory as llama.cpp splits them, or split[d] consecutive layers to device d."""
     where = (split_devices(shape.n_layers, split) if split
@@ -94,25 +105,25 @@ def shares_for(shape: ModelShape, ctx: int, devices: list[tuple[str, int]], n_cp
     for il, d in enumerate(where[:-1]):
         shares[d].layers.append(il)
     shares[where[-1]].output = True
-    compute = compute_buffer_bytes(shape, ctx, flash_attn)
+    compute = compute_buffer_bytes(shape, ctx, flash_attn, parallel=parallel)
     for s in shares:
         weights = sum(shape.layer_bytes[il] for il in s.layers) + (shape.output_bytes if s.output else 0)
         experts = sum(shape.expert_bytes[il] for il in s.layers if il >= n_cpu_moe)
-        kv = sum(layer_kv_bytes(shape, ctx, il) for il in s.layers)
+        kv = sum(layer_kv_bytes(shape, ctx, il, parallel) for il in s.layers)
         s.bytes = {"weights": weights, "experts": experts, "kv_cache": kv, "compute": compute}
         s.needed = int((weights + experts + kv) * (1 + margin)) + compute if s.layers or s.output else 0
     return shares
 
 
 def fill_split(shape: ModelShape, ctx: int, devices: list[tuple[str, int]], n_cpu_moe: int, flash_attn: bool,
-               margin: float = MARGIN) -> list[int] | None:
+               margin: float = MARGIN, parallel: int = 1) -> list[int] | None:
     """Layers per device, filled in device order, each device taking layers while they fit; None if the
     devices cannot hold all layers and the output (with experts of layers < n_cpu_moe left in RAM)."""
     L = shape.n_layers
     cost = [int((shape.layer_bytes[il] + (shape.expert_bytes[il] if il >= n_cpu_moe else 0)
-                 + layer_kv_bytes(shape, ctx, il)) * (1 + margin)) for il in range(L)]
+                 + layer_kv_bytes(shape, ctx, il, parallel)) * (1 + margin)) for il in range(L)]
     cost.append(int(shape.output_bytes * (1 + margin)))
-    compute = compute_buffer_bytes(shape, ctx, flash_attn)
+    compute = compute_buffer_bytes(shape, ctx, flash_attn, parallel=parallel)
     counts, i = [], 0
     for _, free in devices:
         room, c = free - compute, 0
@@ -124,18 +135,20 @@ def fill_split(shape: ModelShape, ctx: int, devices: list[tuple[str, int]], n_cp
 
 
 def plan_devices(shape: ModelShape, ctx: int, devices: list[tuple[str, int]], ram_free: int, *,
-                 flash_attn: bool = True, margin: float = MARGIN, fit: bool = False) -> MultiDevicePlacement:
+                 flash_attn: bool = True, margin: float = MARGIN, fit: bool = False,
+                 parallel: int = 1) -> MultiDevicePlacement:
     """llama.cpp's split by free memory when all experts fit on the devices; else, with fit, the smallest
-    --n-cpu-moe whose layers fill the devices in order (the split --fit passes to llama.cpp)."""
+    --n-cpu-moe whose layers fill the devices in order (the split --fit passes to llama.cpp); for ctx tokens
+    in each of `parallel` sequences."""
     L = shape.n_layers
-    shares = shares_for(shape, ctx, devices, 0, flash_attn, margin)
+    shares = shares_for(shape, ctx, devices, 0, flash_attn, margin, parallel=parallel)
     n, split = 0, None
     if fit and not all(s.fits for s in shares):
         for n in range(L + 1):
-            split = fill_split(shape, ctx, devices, n, flash_attn, margin)
+            split = fill_split(shape, ctx, devices, n, flash_attn, margin, parallel)
             if split is not None:
                 break
-        shares = shares_for(shape, ctx, devices, n, flash_attn, margin, split)
+        shares = shares_for(shape, ctx, devices, n, flash_attn, margin, split, parallel)
     ram = {"token_embd": shape.input_bytes, "experts": sum(shape.expert_bytes[:n])}
     ram_needed = sum(ram.values())
     reason = ""
@@ -147,7 +160,8 @@ def plan_devices(shape: ModelShape, ctx: int, devices: list[tuple[str, int]], ra
     elif ram_needed > ram_free:
         reason = (f"the weights kept in local RAM need {ram_needed / GiB:.1f} GiB, {ram_free / GiB:.1f} GiB "
                   "available")
-    return MultiDevicePlacement(shape.name, ctx, not reason, n, shares, ram, ram_needed, ram_free, reason, split)
+    return MultiDevicePlacement(shape.name, ctx, not reason, n, shares, ram, ram_needed, ram_free, reason, split,
+                                parallel)
 
 
 def multi_device_rows(plan: MultiDevicePlacement) -> list[tuple[str, str, str]]:
@@ -181,4 +195,4 @@ def multi_device_title(plan: MultiDevicePlacement) -> str:
     state = "does not fit" if not plan.fits else f"--n-cpu-moe {plan.n_cpu_moe}"
     if plan.split:
         state += ", layers per device " + "/".join(map(str, plan.split)) + " (--fit)"
-    return f"{plan.model}, context {plan.ctx}, {len(plan.devices)} devices: {state}"
+    return f"{plan.model}, {context_words(plan.ctx, plan.parallel)}, {len(plan.devices)} devices: {state}"

@@ -40,24 +40,37 @@ class Placement:
     ram_needed: int = 0
     reason: str = ""                                     # why it does not fit
     short_of: str = ""                                   # "gpu" or "ram" when it does not fit
+    parallel: int = 1                                    # sequences (serve's slots), ctx tokens each
 
     def to_json(self) -> dict:
         """A JSON-ready dict."""
         return asdict(self)
 
 
-def swa_cells(shape: ModelShape, ctx: int, swa_full: bool = SWA_FULL) -> int:
-    """Cells of llama.cpp's sliding-window cache: the whole context when full-size, else the window
-    plus one ubatch, padded to 256."""
-    return _pad(ctx) if swa_full else min(_pad(ctx), _pad(shape.sliding_window + N_UBATCH))
+def seq_cells(ctx: int, parallel: int = 1) -> int:
+    """Cells per sequence of llama.cpp's full-attention cache when chat/serve ask for ctx tokens in each of
+    `parallel` sequences (n_ctx = ctx * parallel, n_seq_max = parallel, no unified cache): n_ctx padded to 256,
+    divided among the sequences, padded to 256 again (llama_context's constructor, llama-context.cpp)."""
+    return _pad(_pad(ctx * parallel) // parallel)
 
 
-def kv_cache_bytes(shape: ModelShape, ctx: int, swa_full: bool = SWA_FULL) -> tuple[int, int]:
-    """(full-attention, sliding-window) K+V bytes in f16 for a context of ctx tokens."""
+def swa_cells(shape: ModelShape, ctx: int, swa_full: bool = SWA_FULL, parallel: int = 1,
+              ubatch: int = N_UBATCH) -> int:
+    """Cells per sequence of llama.cpp's sliding-window cache: the whole context when full-size, else the
+    window plus one ubatch, padded to 256 (llama_kv_cache_iswa, llama-kv-cache-iswa.cpp)."""
+    cells = seq_cells(ctx, parallel)
+    return cells if swa_full else min(cells, _pad(shape.sliding_window + min(ubatch, ctx)))
+
+
+def kv_cache_bytes(shape: ModelShape, ctx: int, swa_full: bool = SWA_FULL, parallel: int = 1,
+                   ubatch: int = N_UBATCH) -> tuple[int, int]:
+    """(full-attention, sliding-window) K+V bytes in f16 for ctx tokens in each of `parallel` sequences: without
+    a unified cache llama.cpp keeps one stream of cells per sequence, in both caches."""
     per_token = 2 * shape.n_kv_heads * shape.head_dim * 2        # K and V, f16
     n_sliding = sum(shape.swa_layers)
     n_full = shape.n_layers - n_sliding
-    return n_full * _pad(ctx) * per_token, n_sliding * swa_cells(shape, ctx, swa_full) * per_token
+    return (n_full * seq_cells(ctx, parallel) * parallel * per_token,
+            n_sliding * swa_cells(shape, ctx, swa_full, parallel, ubatch) * parallel * per_token)
 
 
 def flash_attn_used(mode: str) -> bool:
@@ -67,20 +80,25 @@ def flash_attn_used(mode: str) -> bool:
 
 
 def compute_buffer_bytes(shape: ModelShape, ctx: int, flash_attn: bool, *, ubatch: int = N_UBATCH,
-                         swa_full: bool = SWA_FULL) -> int:
-    """llama.cpp's compute buffer for one sequence: the highest offset ggml-alloc.c's allocator reaches when it
-    places the gpt-oss graph of one ubatch with one output row (llama_context::sched_reserve, llama-context.cpp).
+                         swa_full: bool = SWA_FULL, parallel: int = 1) -> int:
+    """llama.cpp's compute buffer for ctx tokens in each of `parallel` sequences: the highest offset
+    ggml-alloc.c's allocator reaches when it places the gpt-oss graph of one ubatch with one output row per
+    sequence (llama_context::sched_reserve, llama-context.cpp). The ubatch's tokens are spread over the
+    sequences' streams, each attending to its own cells, so the attention tensors are those of one sequence.
 
     Against llama.cpp's own "CPU compute buffer size" (tests/test_plan_oracle.py): within 0.01 MiB for the 20b
     and 120b shapes at ubatch 128 to 1024, contexts 1000 to 131072; at most 0.2% under (ubatch 2048, or the
     full-size SWA cache, without flash attention: the allocator's placement shifts); over by up to 0.8 MiB on
     the 96-wide test model with flash attention, and by 4 MiB for the release shapes at a 256-token context.
-    The planner counts it on the GPU too: the graph is the same there (CUDA's buffer was not measured).
+    With serve's slots (20b at 4096 x 4 and 32768 x 4, 120b at 8192 x 2 and 4096 x 16) within 0.01 MiB, at most
+    0.2% under (20b, 1000 x 3). The planner counts it on the GPU too: the graph is the same there (CUDA's buffer
+    was not measured).
     """
     T = min(ubatch, ctx)                       # llama.cpp reserves min(n_ctx, n_ubatch) tokens
+    n_out = min(T, parallel)                   # n_outputs_max: one logits row per sequence
     f32, f16, i32, i64 = 4, 2, 4, 8
-    n_kv = _pad(ctx)
-    n_kv_swa = _pad(ctx) if swa_full else min(n_kv, _pad(shape.sliding_window + T))
+    n_kv = seq_cells(ctx, parallel)            # cells of one stream
+    n_kv_swa = n_kv if swa_full else min(n_kv, _pad(shape.sliding_window + T))
     n_embd_v = shape.n_kv_heads * shape.head_dim
     embd = shape.n_embd * T * f32              # one hidden state [n_embd, T]
     q = shape.n_head * shape.head_dim * T * f32  # Qcur [head_dim, n_head, T]
@@ -98,25 +116,28 @@ def compute_buffer_bytes(shape: ModelShape, ctx: int, flash_attn: bool, *, ubatc
     # ffn_moe_up and ffn_moe_swiglu_oai, [n_ff, n_used, T] f32 each.
     kq = 0 if flash_attn else q + shape.n_head * n_kv * T * f32
     moe = 3 * shape.n_ff * shape.n_experts_used * T * f32
-    # Last, result_output [n_vocab, 1] f32 (a graph output, never freed) above inp_embd and the last hidden state.
-    logits = embd + embd + shape.n_vocab * f32
+    # Last, result_output [n_vocab, n_out] f32 (a graph output, never freed) above inp_embd and the last hidden
+    # state; with several rows it does not fit a lower hole and lands above one more [n_embd, T] tensor (the
+    # last layer's ffn_moe_out).
+    logits = (2 if n_out == 1 else 3) * embd + shape.n_vocab * n_out * f32
     return max(stack + max(kq, moe), logits)
 
 
 def plan_memory(shape: ModelShape, ctx: int, gpu_free: int, ram_free: int, *, flash_attn: bool = False,
-                margin: float = MARGIN, swa_full: bool = SWA_FULL) -> Placement:
-    """The smallest n_cpu_moe whose GPU share fits gpu_free; everything in RAM when gpu_free is 0."""
-    kv_full, kv_swa = kv_cache_bytes(shape, ctx, swa_full)
+                margin: float = MARGIN, swa_full: bool = SWA_FULL, parallel: int = 1) -> Placement:
+    """The smallest n_cpu_moe whose GPU share fits gpu_free, for ctx tokens in each of `parallel` sequences;
+    everything in RAM when gpu_free is 0."""
+    kv_full, kv_swa = kv_cache_bytes(shape, ctx, swa_full, parallel)
     kv = kv_full + kv_swa
-    compute = compute_buffer_bytes(shape, ctx, flash_attn, swa_full=swa_full)
+    compute = compute_buffer_bytes(shape, ctx, flash_attn, swa_full=swa_full, parallel=parallel)
     L = shape.n_layers
     if gpu_free <= 0:
         ram = {"weights": shape.weight_bytes, "kv_cache": kv, "compute": compute}
         need = int((shape.weight_bytes + kv) * (1 + margin)) + compute
         fits = need <= ram_free
         return Placement(shape.name, ctx, fits, 0, 0, 0, ram_free, {}, ram, 0, need,
-                    "" if fits else f"needs {need / GiB:.1f} GiB of RAM, {ram_free / GiB:.1f} GiB available",
-                    "" if fits else "ram")
+                         "" if fits else f"needs {need / GiB:.1f} GiB of RAM, {ram_free / GiB:.1f} GiB available",
+                         "" if fits else "ram", parallel)
     dense_gpu = sum(shape.layer_bytes) + shape.output_bytes
     for n in range(L + 1):
         experts_gpu = sum(shape.expert_bytes[n:])
@@ -135,7 +156,7 @@ def plan_memory(shape: ModelShape, ctx: int, gpu_free: int, ram_free: int, *, fl
         reason = (f"the weights kept in RAM need {sum(ram.values()) / GiB:.1f} GiB, {ram_free / GiB:.1f} GiB "
                   "available (llama.cpp would page them from disk, very slowly)")
     return Placement(shape.name, ctx, not short_of, n, -1, gpu_free, ram_free, gpu, ram, need, sum(ram.values()),
-                reason, short_of)
+                     reason, short_of, parallel)
 
 
 def advice(plan: Placement, flash_attn: bool) -> str:
@@ -159,10 +180,11 @@ def plan_rows(plan: Placement, shape: ModelShape) -> list[tuple[str, str, str]]:
     """(where, what, GiB) rows describing a plan."""
     gib = lambda n: f"{n / GiB:.2f} GiB"  # noqa: E731
     L, n = shape.n_layers, plan.n_cpu_moe
-    kv_full, kv_swa = kv_cache_bytes(shape, plan.ctx)
-    n_swa = sum(shape.swa_layers)
-    kv_what = (f"KV cache: {L - n_swa} full layers x {_pad(plan.ctx)} cells"
-               + (f", {n_swa} sliding x {swa_cells(shape, plan.ctx)}" if n_swa else ""))
+    kv_full, kv_swa = kv_cache_bytes(shape, plan.ctx, parallel=plan.parallel)
+    n_swa, seqs = sum(shape.swa_layers), plan.parallel
+    each = f" x {seqs} sequences" if seqs > 1 else ""
+    kv_what = (f"KV cache: {L - n_swa} full layers x {seq_cells(plan.ctx, seqs)} cells"
+               + (f", {n_swa} sliding x {swa_cells(shape, plan.ctx, parallel=seqs)}" if n_swa else "") + each)
     ram_total = ("RAM", "needed / available", f"{gib(plan.ram_needed)} / {gib(plan.ram_free)}")
     if not plan.gpu:
         return [("RAM", f"all weights ({L} layers)", gib(plan.ram["weights"])),
@@ -181,9 +203,16 @@ def plan_rows(plan: Placement, shape: ModelShape) -> list[tuple[str, str, str]]:
     return rows + [ram_total]
 
 
+def context_words(ctx: int, parallel: int) -> str:
+    """How a plan title names its context: `context 4096`, or `context 4096 x 4 sequences`."""
+    return f"context {ctx}" + (f" x {parallel} sequences" if parallel > 1 else "")
+
+
 def plan_title(plan: Placement) -> str:
+    """The plan table's title."""
+    head = f"{plan.model}, {context_words(plan.ctx, plan.parallel)}"
     if not plan.fits:
-        return f"{plan.model}, context {plan.ctx}: does not fit"
+        return f"{head}: does not fit"
     if not plan.gpu:
-        return f"{plan.model}, context {plan.ctx}: CPU only, everything in RAM"
-    return f"{plan.model}, context {plan.ctx}: --n-cpu-moe {plan.n_cpu_moe}"
+        return f"{head}: CPU only, everything in RAM"
+    return f"{head}: --n-cpu-moe {plan.n_cpu_moe}"

@@ -104,6 +104,15 @@ class PlanOptions:
     as_json: bool = False
     rpc: str | None = None          # --rpc HOST:PORT,...: plan over these workers
     keep: int | None = None         # --keep N: plan for the model pruned to N experts per layer
+    parallel: int = 1               # --parallel N: serve's N slots of ctx tokens each
+
+
+def _command(opts: PlanOptions, flags: str) -> str:
+    """The command the plan is for: `gptoss chat`, or `gptoss serve` with its --parallel slots."""
+    flags += f" --ctx-size {opts.ctx}" + ("" if opts.flash_attn == "auto" else f" --flash-attn {opts.flash_attn}")
+    if opts.parallel > 1:
+        return f"gptoss serve {_chat_target(opts.model, opts.keep)}".rstrip() + flags + f" --parallel {opts.parallel}"
+    return f"gptoss chat {_chat_target(opts.model, opts.keep)}".rstrip() + flags
 
 
 def run_plan(opts: PlanOptions) -> None:
@@ -113,16 +122,17 @@ def run_plan(opts: PlanOptions) -> None:
     model, ctx, flash_attn = opts.model, opts.ctx, opts.flash_attn
     if ctx < 1:
         raise BadInputError(str(ctx), "--ctx-size must be positive")
+    if opts.parallel < 1:
+        raise BadInputError(str(opts.parallel), "--parallel must be positive")
     shape, source = load_shape(model, opts.keep)
     if opts.keep is not None:
         source += f", pruned to {opts.keep} experts per layer"
     if opts.rpc:
         return _run_plan_rpc(shape, source, opts.rpc, opts)
     gpu_free, ram_free, devices = probe(opts.vram, opts.ram)
-    plan = plan_memory(shape, ctx, gpu_free, ram_free, flash_attn=flash_attn_used(flash_attn))
-    flags = f" --n-cpu-moe {plan.n_cpu_moe}" if plan.gpu and plan.n_cpu_moe else ""
-    flags += f" --ctx-size {ctx}" + ("" if flash_attn == "auto" else f" --flash-attn {flash_attn}")
-    command = f"gptoss chat {_chat_target(model, opts.keep)}".rstrip() + flags
+    plan = plan_memory(shape, ctx, gpu_free, ram_free, flash_attn=flash_attn_used(flash_attn),
+                       parallel=opts.parallel)
+    command = _command(opts, f" --n-cpu-moe {plan.n_cpu_moe}" if plan.gpu and plan.n_cpu_moe else "")
     if opts.as_json:
         ui.print_json({**plan.to_json(), "source": source, "command": command if plan.fits else None,
                        "devices": [asdict(d) for d in devices]})
@@ -135,10 +145,10 @@ def run_plan(opts: PlanOptions) -> None:
         raise DoesNotFit(shape.name, plan.reason, advice(plan, flash_attn_used(flash_attn)))
 
 
-def fit(model_path: Path, ctx: int, flash_attn: str = "auto",
-        workers: list | None = None) -> Placement | MultiDevicePlacement:
-    """`chat --fit`: plan from the GGUF and this machine's free memory (with workers: theirs, over all
-    devices); the table goes to stderr."""
+def fit(model_path: Path, ctx: int, flash_attn: str = "auto", workers: list | None = None,
+        parallel: int = 1) -> Placement | MultiDevicePlacement:
+    """`--fit`: plan ctx tokens in each of `parallel` sequences from the GGUF and this machine's free memory
+    (with workers: theirs, over all devices); the table goes to stderr."""
     from gptoss_cli import ui
 
     shape = shape_from_gguf(model_path)
@@ -146,13 +156,13 @@ def fit(model_path: Path, ctx: int, flash_attn: str = "auto",
         from gptoss_cli.rpc.client import offload_table
 
         multi = plan_devices(shape, ctx, offload_table(workers), ram_device().free,
-                             flash_attn=flash_attn_used(flash_attn), fit=True)
+                             flash_attn=flash_attn_used(flash_attn), fit=True, parallel=parallel)
         ui.err_table(multi_device_title(multi), ["where", "what", "size"], multi_device_rows(multi), right=["size"])
         if not multi.fits:
             raise DoesNotFit(model_path, multi.reason, "Add a worker, or free memory on the one named")
         return multi
     gpu_free, ram_free, _ = probe(None, None)
-    plan = plan_memory(shape, ctx, gpu_free, ram_free, flash_attn=flash_attn_used(flash_attn))
+    plan = plan_memory(shape, ctx, gpu_free, ram_free, flash_attn=flash_attn_used(flash_attn), parallel=parallel)
     ui.err_table(plan_title(plan), ["where", "what", "size"], plan_rows(plan, shape), right=["size"])
     if not plan.fits:
         raise DoesNotFit(model_path, plan.reason, advice(plan, flash_attn_used(flash_attn)))
@@ -164,17 +174,16 @@ def _run_plan_rpc(shape: ModelShape, source: str, rpc: str, opts: PlanOptions) -
     from gptoss_cli import ui
     from gptoss_cli.rpc.client import connect, offload_table
 
-    model, ctx, vram, ram, flash_attn = opts.model, opts.ctx, opts.vram, opts.ram, opts.flash_attn
+    ctx, vram, ram, flash_attn = opts.ctx, opts.vram, opts.ram, opts.flash_attn
     workers = connect(rpc)
     devices = offload_table(workers)
     if vram is not None:   # plan for another local GPU than this machine's
         devices = [d for d in devices if not d[0].endswith("(local)")]
         devices += [("GPU (--vram)", parse_size(vram))] if parse_size(vram) else []
     ram_free = parse_size(ram) if ram is not None else ram_device().free
-    plan = plan_devices(shape, ctx, devices, ram_free, flash_attn=flash_attn_used(flash_attn), fit=True)
-    flags = f" --rpc {rpc}" + (" --fit" if plan.split else "")
-    flags += f" --ctx-size {ctx}" + ("" if flash_attn == "auto" else f" --flash-attn {flash_attn}")
-    command = f"gptoss chat {_chat_target(model, opts.keep)}".rstrip() + flags
+    plan = plan_devices(shape, ctx, devices, ram_free, flash_attn=flash_attn_used(flash_attn), fit=True,
+                        parallel=opts.parallel)
+    command = _command(opts, f" --rpc {rpc}" + (" --fit" if plan.split else ""))
     if opts.as_json:
         ui.print_json({**plan.to_json(), "source": source, "command": command if plan.fits else None})
     else:
@@ -187,14 +196,15 @@ def _run_plan_rpc(shape: ModelShape, source: str, rpc: str, opts: PlanOptions) -
         raise DoesNotFit(shape.name, plan.reason, "Add a worker, or free memory on the device named")
 
 
-def fit_backend(model_path: Path, b, kv_tokens: int, workers: list | None = None) -> None:
-    """`--fit` for chat and serve: plan for kv_tokens of cache and set b's (BackendOptions) expert placement."""
+def fit_backend(model_path: Path, b, workers: list | None = None, parallel: int = 1) -> None:
+    """`--fit` for chat and serve: plan the context they create (b.ctx_size tokens in each of `parallel`
+    sequences) and set b's (BackendOptions) expert placement."""
     from gptoss_cli import ui
 
     if b.cpu_moe or b.n_cpu_moe:
         raise BadInputError(None, "--fit chooses the expert placement itself",
                             "Use either --fit or --cpu-moe / --n-cpu-moe")
-    plan = fit(model_path, kv_tokens, b.flash_attn, workers=workers or [])
+    plan = fit(model_path, b.ctx_size, b.flash_attn, workers=workers or [], parallel=parallel)
     if isinstance(plan, MultiDevicePlacement):  # with workers
         ui.info(plan.apply_to(b))
     elif plan.gpu:

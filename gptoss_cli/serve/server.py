@@ -190,4 +190,4 @@ def _fit(gguf: Path, opts: ServeOptions, workers: list) -> None:
     """--fit: --n-cpu-moe from free memory, for the KV cache of every slot."""
     from gptoss_cli.memory.planning import fit_backend
 
-    fit_backend(gguf, opts.backend, opts.backend.ctx_size * opts.parallel, workers)
+    fit_backend(gguf, opts.backend, workers, parallel=opts.parallel)

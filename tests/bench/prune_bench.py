@@ -10,6 +10,7 @@ whole `gptoss prune` process (start-up and header reading included). The runs al
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -104,31 +105,34 @@ def run(slice_gguf: Path, workdir: Path, keep: int = 24, repeats: int = 3, tools
 
 
 def llama_tools_load(slice_gguf: Path, workdir: Path, tools: Path) -> dict:
-    """Prune the slice (2 layers, real widths) to 24 experts; llama.cpp's `llama-cli` generates 8 tokens from it and
-    `llama-server` loads it and answers one completion."""
+    """Prune the slice (2 layers, real widths) to 24 experts; llama.cpp's `llama-completion` (the plain-text
+    generator; `llama-cli` is now a chat client whose gpt-oss parser rejects a random model's text) generates 8
+    tokens from it and `llama-server` loads it and answers one completion."""
     from converters.prune import first_kept, plan_prune, read_source
     from converters.prune_copy import write_pruned
     from tests.bench.llama_tools import llama_tool, tool_env
 
     try:
-        cli, server = llama_tool(tools, "llama-cli", "llama-server")
+        cli, server = llama_tool(tools, "llama-completion", "llama-server")
     except Exception as exc:  # noqa: BLE001 - the tool build is optional here; the reason is reported
         return {"skipped": f"llama.cpp tools not built ({exc})"}
     src = read_source(slice_gguf)
     pruned = write_pruned(plan_prune(src, first_kept(src, 24), "reap", 0), workdir / "slice-24e.gguf", force=True)
     env = tool_env(tools)
     try:
-        proc = subprocess.run([str(cli), "-m", str(pruned), "-p", "Hello", "-n", "8", "-st", "--no-warmup",
+        proc = subprocess.run([str(cli), "-m", str(pruned), "-p", "Hello", "-n", "8", "-no-cnv", "--no-warmup",
                                "-c", "512"], capture_output=True, text=True, timeout=600, check=False, env=env,
                               stdin=subprocess.DEVNULL)
-        return {"llama_cli": {"returncode": proc.returncode, "log_tail": proc.stderr[-400:]},
+        runs = re.search(r"eval time =.*/\s*(\d+) runs", proc.stderr)
+        return {"llama_completion": {"returncode": proc.returncode, "tokens_generated": int(runs[1]) if runs else None},
                 "llama_server": server_answers(server, pruned, env)}
     finally:
         pruned.unlink(missing_ok=True)
 
 
 def server_answers(server: Path, gguf: Path, env: dict) -> dict:
-    """Start llama-server on `gguf`, wait for /health, ask /completion for 8 tokens; its status and n_expert."""
+    """Start llama-server on `gguf`, wait for /health, ask /completion for 8 tokens; the status, the tokens and the
+    parameter count the server reports for the loaded model (the pruned one's, not the source's)."""
     import http.client
     import json
     import socket
@@ -156,8 +160,10 @@ def server_answers(server: Path, gguf: Path, env: dict) -> dict:
                      headers={"Content-Type": "application/json"})
         r = conn.getresponse()
         body = json.loads(r.read() or b"{}")
+        conn.request("GET", "/v1/models")
+        models = json.loads(conn.getresponse().read() or b"{}").get("data") or [{}]
         return {"status": r.status, "tokens_predicted": body.get("tokens_predicted"),
-                "content": str(body.get("content", ""))[:80]}
+                "n_params": (models[0].get("meta") or {}).get("n_params")}
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -192,7 +192,7 @@ def bench_prune(out: Path) -> dict:
 
 def bench_convert_full(out: Path) -> dict:
     console.print("[bold]convert-full: quantize --recipe bf16 of gpt-oss-20b's full shapes vs cp of the shards")
-    return _optional("convert_full_bench", lambda m: m.run(out / "convert-full"))
+    return _optional("convert_full_bench", lambda m: m.run(_slice(out), out / "convert-full"))
 
 
 BENCHES = {"convert": bench_convert, "convert-full": bench_convert_full, "chat": bench_chat, "offload": bench_offload,
