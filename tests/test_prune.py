@@ -119,6 +119,7 @@ def test_without_text_the_builtin_set_and_the_models_replies_calibrate(cli, tiny
                            r"effort low", doc["calibration"])
     assert replies, doc["calibration"]
     assert 0 < int(replies[2]) <= 40             # replies were generated, and no more than the budget holds
+    assert doc["calibration_replies"]["reply_tokens"] == int(replies[2])   # --json times the same replies
     assert doc["calibration_tokens"] == budget
     saved = ExpertStats.load(stats)
     assert saved.tokens == budget and list(saved.layer_tokens) == [budget] * 6 and saved.texts == doc["calibration"]

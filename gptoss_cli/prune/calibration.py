@@ -14,6 +14,7 @@ tool calls, reasoning and a dozen languages; `generate_texts` adds the model's o
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,16 @@ class Generated:
     tokens: int = 0          # tokens the texts hold, as the statistics tokenize them
     reply_tokens: int = 0    # tokens the model generated
     effort: str = "medium"
+    seconds: float = 0.0     # wall time of the replies, prompts included
+    decode_tokens: int = 0   # reply tokens after each reply's first, as `gptoss chat` counts its decode speed
+    decode_seconds: float = 0.0
+
+    def timings(self) -> dict:
+        """Reply tokens, seconds, and the decode speed measured as `gptoss chat --json` measures it."""
+        decode = self.decode_tokens / self.decode_seconds if self.decode_seconds else 0.0
+        return {"reply_tokens": self.reply_tokens, "seconds": round(self.seconds, 3),
+                "decode_tokens_per_s": round(decode, 3),
+                "reply_tokens_per_s": round(self.reply_tokens / self.seconds, 3) if self.seconds else 0.0}
 
     def label(self) -> str:
         """What the calibration text was, for the progress line, the statistics file and --json."""
@@ -113,6 +124,7 @@ def generate(backend, conversations: list[Conversation] | None = None, *, effort
     """
     convs = builtin_conversations() if conversations is None else conversations
     out = Generated([], effort=effort)
+    started = time.perf_counter()
     for i, conv in enumerate(convs):
         left = None if budget_tokens is None else budget_tokens - out.tokens
         if left is not None and left <= 0:
@@ -124,18 +136,20 @@ def generate(backend, conversations: list[Conversation] | None = None, *, effort
                                          instructions=conv.instructions, tools=conv.tools)
             prompt = harmony.tokenize_parts(parts, backend.tokenize, backend.tokenize_plain)
             room = min(max_tokens, backend.n_ctx - len(prompt) - 1, max_tokens if left is None else left - len(prompt))
-            reply, n = _reply(backend, prompt, room, temperature)
+            reply, n = _reply(backend, prompt, room, temperature, out)
             out.reply_tokens += n
             text = "".join(t for t, _ in parts) + reply.decode("utf-8", errors="replace")
         out.texts.append(text)
         out.tokens += len(backend.tokenize(text))    # as collect_stats tokenizes it (a reply may re-encode shorter)
+        out.seconds = time.perf_counter() - started
         if progress:
             progress(*((min(out.tokens, budget_tokens), budget_tokens) if budget_tokens else (i + 1, len(convs))))
     return out
 
 
-def _reply(backend, prompt: list[int], room: int, temperature: float) -> tuple[bytes, int]:
-    """The model's reply to prompt (at most room tokens, up to its stop or a tool call): bytes, tokens."""
+def _reply(backend, prompt: list[int], room: int, temperature: float, out: Generated) -> tuple[bytes, int]:
+    """The model's reply to prompt (at most room tokens, up to its stop or a tool call): bytes, tokens.
+    Adds the time from its first token to its last to out's decode timing."""
     from gptoss_cli.engine.harmony_stream import StreamParser
 
     reply, n = bytearray(), 0
@@ -143,8 +157,11 @@ def _reply(backend, prompt: list[int], room: int, temperature: float) -> tuple[b
         return bytes(reply), 0
     parser = StreamParser(backend.token_bytes)
     gen = backend.generate(prompt, temperature=temperature, top_p=1.0, max_tokens=room, stop=set(harmony.STOP_IDS))
+    t_first = t_last = 0.0
     try:
         for token in gen:
+            t_last = time.perf_counter()
+            t_first = t_first or t_last
             reply += backend.token_bytes(token)
             n += 1
             parser.feed(token)
@@ -152,6 +169,9 @@ def _reply(backend, prompt: list[int], room: int, temperature: float) -> tuple[b
                 break
     finally:
         gen.close()
+    if n > 1:
+        out.decode_tokens += n - 1
+        out.decode_seconds += t_last - t_first
     return bytes(reply), n
 
 

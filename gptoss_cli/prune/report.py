@@ -67,10 +67,12 @@ def _ids(ids: list[int], most: int = 24) -> str:
     return text + (f",... ({len(ids)})" if len(ids) > most else "")
 
 
-def result(plan: PrunePlan, out: Path, stats: ExpertStats, seconds: float, loss: dict | None, opts) -> dict:
-    """Print (or --json) what was written, the per-layer summary and the loss on held-out text."""
+def result(plan: PrunePlan, out: Path, stats: ExpertStats, seconds: float, loss: dict | None, opts,
+           generation: dict | None = None) -> dict:
+    """Print (or --json) what was written, the per-layer summary and the loss on held-out text; `generation`:
+    the timings of the calibration replies this run generated (calibration.Generated.timings)."""
     doc = {"path": str(out), "criterion": opts.criterion, "calibration_tokens": stats.tokens,
-           "calibration": stats.texts,
+           "calibration": stats.texts, "calibration_replies": generation,
            "seconds": round(seconds, 3), **sizes(plan), "kept": plan.kept,
            "layers": layer_rows(stats, plan, opts.criterion), "eval": loss}
     if opts.as_json:

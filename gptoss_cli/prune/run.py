@@ -143,27 +143,32 @@ def run_prune(opts: PruneOptions) -> dict:
     from converters.convert import check_output
 
     check_output(out, plan_prune(src, first_kept(src, keep), opts.criterion, 0).total_bytes, opts.force)
+    generation = None
     if stats is None:
-        stats = collect(opts, gguf)
+        stats, generation = collect(opts, gguf)
     kept = choose(stats, keep, opts.criterion)
     plan = plan_prune(src, kept, opts.criterion, stats.tokens)
     seconds = write(plan, out, opts.force)
     paths.remember("gguf", out)
     loss = None if heldout is None else evaluate_loss(gguf, out, heldout, opts.threads)
-    return report.result(plan, out, stats, seconds, loss, opts)
+    return report.result(plan, out, stats, seconds, loss, opts, generation)
 
 
-def collect(opts: PruneOptions, gguf: Path) -> ExpertStats:
-    """Statistics over the calibration text (--text files, else the shipped set with the model's replies)."""
+def collect(opts: PruneOptions, gguf: Path) -> tuple[ExpertStats, dict | None]:
+    """Statistics over the calibration text (--text files, else the shipped set with the model's replies), and
+    the timings of those replies (None with --text)."""
     from gptoss_cli.prune import calibration
     from gptoss_cli.prune.stats import collect_stats, memory_note
 
+    generation = None
     if opts.texts:
         texts = calibration.load_texts(list(opts.texts), opts.effort)
         label = ", ".join(Path(p).name for p in opts.texts)
     else:
         generated = builtin_with_replies(gguf, opts)
-        texts, label = generated.texts, generated.label()
+        texts, label, generation = generated.texts, generated.label(), generated.timings()
+        ui.info(f"generated {generated.reply_tokens} reply tokens in {generated.seconds:.1f} s "
+                f"(decode {generation['decode_tokens_per_s']:.1f} tokens/s)")
     note = memory_note(gguf)
     if note:
         ui.warn(note)
@@ -180,7 +185,7 @@ def collect(opts: PruneOptions, gguf: Path) -> ExpertStats:
     if opts.stats is not None:
         stats.save(opts.stats)
         ui.info(f"saved the statistics to {opts.stats}; reuse them with --stats {opts.stats}")
-    return stats
+    return stats, generation
 
 
 def builtin_with_replies(gguf: Path, opts: PruneOptions):
@@ -217,6 +222,7 @@ def evaluate_loss(gguf: Path, out: Path, heldout: tuple[str, str], threads: int 
 
     text, label = heldout
     with ui.count_progress(f"measuring the loss on {label}") as advance:
-        report = evaluate(gguf, [out], text, EVAL_CTX, threads, EVAL_CHUNKS, progress=advance)
+        report = evaluate(gguf, [out], text, ctx=EVAL_CTX, threads=threads, max_chunks=EVAL_CHUNKS,
+                          progress=advance)
     report["text"] = label
     return report

@@ -8,6 +8,7 @@ its logits for the scored positions go to a temporary file, so only one model is
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -72,8 +73,20 @@ def kl_rows(ref: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return kl, same
 
 
-def evaluate(reference: Path, tests: list[Path], text: str, ctx: int = 512, threads: int | None = None,
-             max_chunks: int | None = None, progress=None) -> dict:
+@dataclass
+class Reference:
+    """The reference's logits at the scored positions of the text, and what a test file is scored on."""
+
+    logits: np.ndarray        # [scored tokens, vocab], float32 (a memory-mapped temporary file)
+    tokens: list[int]
+    chunks: list[tuple[int, int]]
+    targets: np.ndarray       # the token each scored position predicts
+    ctx: int
+    n_vocab: int
+
+
+def evaluate(reference: Path, tests: list[Path], text: str, *, ctx: int = 512, threads: int | None = None,
+             max_chunks: int | None = None, progress: Callable[[int, int], None] | None = None) -> dict:
     """Score the reference and each test GGUF on the text; returns the report as plain data."""
     llm = _load(reference, ctx, threads)
     tokens = llm.tokenize(text)
@@ -95,28 +108,29 @@ def evaluate(reference: Path, tests: list[Path], text: str, ctx: int = 512, thre
                 tick()
         finally:
             llm.close()
+        ref = Reference(ref_logits, tokens, chunks, targets, ctx, n_vocab)
         results = [Scores(str(reference), float(np.exp(_nll(ref_logits, targets).mean())))]
-        for path in tests:
-            results.append(_score_test(path, ref_logits, tokens, chunks, targets, ctx, threads, n_vocab, tick))
+        results += [_score_test(path, ref, threads=threads, tick=tick) for path in tests]
     return {"reference": str(reference), "ctx_size": ctx, "chunks": len(chunks), "scored_tokens": len(targets),
             "results": [asdict(r) for r in results]}
 
 
-def _score_test(path: Path, ref_logits, tokens, chunks, targets, ctx, threads, n_vocab, tick) -> Scores:
-    llm = _load(path, ctx, threads)
-    per_chunk = ctx - 1 - ctx // 2
+def _score_test(path: Path, ref: Reference, *, threads: int | None, tick: Callable[[], None]) -> Scores:
+    """One test GGUF's perplexity, KL and top-1 against the reference, chunk by chunk."""
+    llm = _load(path, ref.ctx, threads)
+    per_chunk = ref.ctx - 1 - ref.ctx // 2
     kls, same, nll = [], [], []
     try:
-        if llm.n_vocab != n_vocab:
-            raise BadInputError(path, f"vocabulary of {llm.n_vocab} tokens, the reference has {n_vocab}",
+        if llm.n_vocab != ref.n_vocab:
+            raise BadInputError(path, f"vocabulary of {llm.n_vocab} tokens, the reference has {ref.n_vocab}",
                                 "Compare files of the same model")
-        for i, (s, f) in enumerate(chunks):
+        for i, (s, f) in enumerate(ref.chunks):
             rows = slice(i * per_chunk, (i + 1) * per_chunk)
-            test = _scored_logits(llm, tokens, s, f, ctx)
-            kl, agree = kl_rows(ref_logits[rows], test)
+            test = _scored_logits(llm, ref.tokens, s, f, ref.ctx)
+            kl, agree = kl_rows(ref.logits[rows], test)
             kls.append(kl)
             same.append(agree)
-            nll.append(_nll(test, targets[rows]))
+            nll.append(_nll(test, ref.targets[rows]))
             tick()
     finally:
         llm.close()
@@ -152,7 +166,8 @@ def run_eval(opts: EvalOptions) -> dict:
 
         connect(opts.rpc)
     with ui.count_progress("evaluating") as advance:
-        report = evaluate(ref, test_paths, text, opts.ctx, opts.threads, opts.max_chunks, progress=advance)
+        report = evaluate(ref, test_paths, text, ctx=opts.ctx, threads=opts.threads,
+                          max_chunks=opts.max_chunks, progress=advance)
     if opts.as_json:
         ui.print_json(report)
     else:

@@ -1,7 +1,7 @@
 """Expert-statistics throughput (`gptoss prune`'s collection) against llama.cpp's own `llama-imatrix`, built from the
 llama.cpp that the installed llama-cpp-python vendors, on the same GGUF, text, window length and threads.
 
-    python -m tests.bench.prune_stats_bench SLICE.gguf WORKDIR [--chunks 8] [--threads N]
+    python -m tests.bench.prune_stats_bench SLICE.gguf WORKDIR [--chunks 8] [--threads N] [--generation]
 
 Each tool runs in its own process, model load included in the wall time; the steady rate is tokens per second
 of the evaluation alone (gptoss: from its first progress report, before the first window, to the last;
@@ -12,6 +12,11 @@ kernels. It does more per token than gptoss needs: it reads the input of
 every matrix multiplication and computes the output layer's logits for every token; gptoss reads three small
 tensors per MoE layer and the last token's logits only. A third row, gptoss's window evaluation without the
 callback, shows what watching the MoE tensors costs.
+
+A second table times the calibration replies `gptoss prune` generates without --text (the shipped prompts,
+the model's own replies) against `gptoss chat -p` one-shot decode on the same GGUF, context size and threads:
+both CLIs in their own process, each its decode tokens/s from --json (tokens after a reply's first over the
+time from its first to its last), in alternating order, the best of `--repeats` kept. Goal: prune >= 0.9x chat.
 """
 
 from __future__ import annotations
@@ -104,6 +109,47 @@ def _child(gguf: Path, text: Path, chunks: int, threads: int, plain: bool) -> No
     print(json.dumps({"tokens": dn, "tok_s": round((dn - d1) / (tn - t1), 1) if tn > t1 else None}))
 
 
+def _cli(args: list[str]) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "gptoss_cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "NO_COLOR": "1"})
+    if proc.returncode != 0:
+        raise RuntimeError(f"gptoss {args[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout)
+
+
+def run_generation(gguf: Path, workdir: Path, threads: int, tokens: int = 600, repeats: int = 2) -> dict:
+    """Calibration reply decode tokens/s (`gptoss prune`, no --text, budget `tokens`) vs `gptoss chat -p`."""
+    from converters.prune import read_source
+    from gptoss_cli.prune.calibration import builtin_conversations
+
+    src = read_source(gguf)
+    keep = max(int(src.get("expert_used_count")), int(src.get("expert_count")) // 2)
+    prompt = builtin_conversations()[0].messages[0].content
+    common = ["--threads", str(threads), "--effort", "low"]
+    prune_args = ["prune", str(gguf), "--keep", str(keep), "--calib-tokens", str(tokens), "--no-eval", "--json",
+                  "--force", "-o", str(workdir / "calib-speed.gguf"), *common]
+    chat_args = ["chat", str(gguf), "-p", prompt, "--max-tokens", str(tokens // 2), "--ctx-size", "4096",
+                 "--seed", "0", "--json", *common]
+    prune, chat, load = [], [], [os.getloadavg()[0]]
+    for i in range(repeats):   # the order alternates, so neither always runs on a cold page cache
+        for which in ("prune", "chat") if i % 2 == 0 else ("chat", "prune"):
+            if which == "prune":
+                prune.append(_cli(prune_args)["calibration_replies"])
+            else:
+                chat.append(_cli(chat_args))
+        load.append(os.getloadavg()[0])
+    (workdir / "calib-speed.gguf").unlink(missing_ok=True)
+    best_prune = max(p["decode_tokens_per_s"] for p in prune)
+    best_chat = max(c["timings"]["decode_tokens_per_s"] for c in chat)
+    rows = [{"run": "gptoss prune: calibration replies", "tokens": [p["reply_tokens"] for p in prune],
+             "decode_tok_s": best_prune, "decode_tok_s_all": [p["decode_tokens_per_s"] for p in prune],
+             "reply_tok_s_all": [p["reply_tokens_per_s"] for p in prune]},
+            {"run": "gptoss chat -p (one-shot)", "tokens": [c["tokens"]["generated"] for c in chat],
+             "decode_tok_s": best_chat, "decode_tok_s_all": [c["timings"]["decode_tokens_per_s"] for c in chat]}]
+    return {"gguf": gguf.name, "threads": threads, "calib_tokens": tokens, "loadavg": load, "rows": rows,
+            "prune_vs_chat": round(best_prune / best_chat, 2) if best_chat else None, "goal": ">= 0.9"}
+
+
 def cpu_model() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
@@ -137,7 +183,7 @@ def run(gguf: Path, workdir: Path, chunks: int = 8, threads: int | None = None, 
             "speed_vs_llama_imatrix_wall": round(imx["wall_s"] / ours["wall_s"], 2),
             "speed_vs_llama_imatrix_steady": (round(ours["tok_s"] / imx["tok_s"], 2)
                                               if ours["tok_s"] and imx["tok_s"] else None),
-            "goal": ">= 0.9"}
+            "goal": ">= 0.9", "generation": run_generation(gguf, workdir, threads, repeats=repeats)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,8 +195,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--generation", action="store_true", help="only calibration replies vs chat decode")
+    parser.add_argument("--calib-tokens", type=int, default=600, help="with --generation: prune's token budget")
     args = parser.parse_args(argv)
-    if args.child:
+    if args.generation:
+        from gptoss_cli.engine.threads import math_threads
+
+        args.path.mkdir(parents=True, exist_ok=True)
+        gen = run_generation(args.gguf, args.path, args.threads or math_threads(), args.calib_tokens,
+                             repeats=args.repeats)
+        print(json.dumps(gen, indent=2))
+    elif args.child:
         _child(args.gguf, args.path, args.chunks, args.threads, args.plain)
     else:
         print(json.dumps(run(args.gguf, args.path, args.chunks, args.threads, args.repeats), indent=2))

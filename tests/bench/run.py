@@ -140,6 +140,15 @@ def bench_prune_stats(out: Path) -> dict:
     console.print(t)
     console.print(f"gptoss / llama-imatrix: wall {result.get('speed_vs_llama_imatrix_wall')}x, "
                   f"steady {result.get('speed_vs_llama_imatrix_steady')}x (goal >= 0.9x)")
+    gen = result.get("generation") or {}
+    t = Table(title=f"prune-stats: calibration replies vs chat decode, {gen.get('gguf')}, {gen.get('threads')} "
+                    f"threads, load average {gen.get('loadavg')}")
+    for col in ("run", "reply tokens", "decode tok/s (best)", "all runs"):
+        t.add_column(col, justify="right")
+    for r in gen.get("rows", []):
+        t.add_row(r["run"], str(r["tokens"]), str(r["decode_tok_s"]), str(r["decode_tok_s_all"]))
+    console.print(t)
+    console.print(f"calibration replies / chat decode: {gen.get('prune_vs_chat')}x (goal >= 0.9x)")
     return result
 
 
