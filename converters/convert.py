@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,10 +22,10 @@ from converters.disk import free_bytes
 from converters.errors import OutputError
 from converters.ggml_kernels import bf16_to_f32, quantize_rows
 from converters.gguf_meta import FastGGUFWriter, write_metadata
-from converters.mxfp4 import repack_hf_to_ggml
+from converters.mxfp4 import Scratch, repack_hf_to_ggml
 from converters.recipes import Recipe, get_recipe
 from converters.snapshot import Snapshot
-from converters.tensor_map import MXFP4, OutSpec, output_specs
+from converters.tensor_map import EVEN, MXFP4, ODD, OutSpec, output_specs
 from converters.tokenizer import Vocab, load_vocab
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 CHUNK_ELEMENTS = 1 << 23                         # rows are converted in chunks of about 8M elements
 BF16_F16_OVERFLOW = 0x4780                       # |bf16 bits| >= this is >= 65536: beyond F16's max 65504
 DISK_MARGIN = 256 * 1024 * 1024
+_SCRATCH = threading.local()                     # each writer thread's Scratch: a chunk is made and written there
 
 
 @dataclass(frozen=True)
@@ -134,16 +136,27 @@ def _float_chunk(bits: np.ndarray, qtype: T, name: str) -> np.ndarray:
     return quantize_rows(values, qtype)
 
 
-def _chunks(snap: Snapshot, t: PlannedTensor, offset: int) -> Iterator[Chunk]:
-    """The tensor's bytes as chunks at their file offsets; each reads and converts one bounded slice."""
+def _chunks(snap: Snapshot, t: PlannedTensor, offset: int, pair: tuple[PlannedTensor, int] | None = None
+            ) -> Iterator[Chunk]:
+    """The tensor's bytes as chunks at their file offsets; each reads and converts one bounded slice.
+
+    pair: the MXFP4 tensor (and its offset) made of the other rows of the same source, written by the same
+    chunks so that each expert's source bytes are read once."""
     spec = t.spec
     rows = spec.rows or slice(None)
     if spec.kind == MXFP4:
         blocks, scales = spec.source + "_blocks", spec.source + "_scales"
         experts = snap.entry(blocks).shape[0]
+        size = t.nbytes // experts
         for e in range(experts):
-            yield Chunk(t.name, offset + e * (t.nbytes // experts), t.nbytes // experts,
-                        functools.partial(_expert_chunk, snap, blocks, scales, e, rows))
+            if pair is None:
+                yield Chunk(t.name, offset + e * size, size,
+                            functools.partial(_expert_chunk, snap, blocks, scales, e, (rows,)))
+            else:
+                other, other_offset = pair
+                yield Chunk(t.name, offset + e * size, 2 * size,
+                            functools.partial(_expert_chunk, snap, blocks, scales, e, (rows, other.spec.rows)),
+                            other_offset + e * size)
         return
     for start, count in _row_chunks(snap, spec.source):
         nbytes = tensor_nbytes(t.qtype, (count, *t.shape[1:]))
@@ -151,9 +164,26 @@ def _chunks(snap: Snapshot, t: PlannedTensor, offset: int) -> Iterator[Chunk]:
         offset += nbytes
 
 
-def _expert_chunk(snap: Snapshot, blocks: str, scales: str, expert: int, rows: slice) -> np.ndarray:
-    """One expert's MXFP4 blocks and scales, repacked to GGML's layout."""
-    return repack_hf_to_ggml(snap.read_rows(blocks, expert, 1)[0, rows], snap.read_rows(scales, expert, 1)[0, rows])
+def _row_bytes(snap: Snapshot, name: str) -> int:
+    entry = snap.entry(name)
+    return entry.nbytes // entry.shape[0]
+
+
+def _scratch() -> Scratch:
+    if not hasattr(_SCRATCH, "value"):
+        _SCRATCH.value = Scratch()
+    return _SCRATCH.value
+
+
+def _expert_chunk(snap: Snapshot, blocks: str, scales: str, expert: int, selections: tuple
+                  ) -> np.ndarray | tuple[np.ndarray, ...]:
+    """One expert's MXFP4 blocks and scales, repacked to GGML's layout: one array per row selection."""
+    scratch = _scratch()
+    b = snap.read_rows(blocks, expert, 1, scratch.get("blocks", (_row_bytes(snap, blocks),), np.uint8))[0]
+    s = snap.read_rows(scales, expert, 1, scratch.get("scales", (_row_bytes(snap, scales),), np.uint8))[0]
+    out = tuple(repack_hf_to_ggml(b[rows or slice(None)], s[rows or slice(None)], scratch, f"out{i}")
+                for i, rows in enumerate(selections))
+    return out if len(out) > 1 else out[0]
 
 
 def _rows_chunk(snap: Snapshot, t: PlannedTensor, start: int, count: int) -> np.ndarray:
@@ -249,13 +279,26 @@ def _write(snap: Snapshot, rec: Recipe, vocab: Vocab, planned: list[PlannedTenso
         else:
             converted.append((t, offset))
         offset += gguf.GGUFWriter.ggml_pad(t.nbytes, writer.data_alignment)
-    chunks = (chunk for t, start in converted for chunk in _chunks(snap, t, start))
+    chunks = (chunk for t, start, pair in _paired(converted) for chunk in _chunks(snap, t, start, pair))
     pieces = interleave(copies, chunks, sum(t.nbytes for t, _ in converted))
     try:
         write_pieces(fout.fileno(), offset, pieces, workers=workers or _default_workers(),
                      progress=progress, total=sum(t.nbytes for t in planned))
     finally:
         writer.close()  # the rename that follows is what makes the file visible under its name
+
+
+def _paired(converted: list[tuple[PlannedTensor, int]]
+            ) -> Iterator[tuple[PlannedTensor, int, tuple[PlannedTensor, int] | None]]:
+    """Each converted tensor with its offset; an MXFP4 gate (even rows) takes its up tensor (odd rows of the same
+    source) along as its pair, and the up tensor is then not listed on its own."""
+    odd = {t.spec.source: (t, start) for t, start in converted if t.spec.kind == MXFP4 and t.spec.rows == ODD}
+    evens = {t.spec.source for t, _ in converted if t.spec.kind == MXFP4 and t.spec.rows == EVEN}
+    for t, start in converted:
+        if t.spec.kind == MXFP4 and t.spec.rows == EVEN and t.spec.source in odd:
+            yield t, start, odd[t.spec.source]
+        elif not (t.spec.kind == MXFP4 and t.spec.rows == ODD and t.spec.source in evens):
+            yield t, start, None
 
 
 def _copier(snap: Snapshot, source: str) -> Callable[[int, int, int, int], int]:

@@ -33,12 +33,13 @@ class Copy:
 
 @dataclass(frozen=True)
 class Chunk:
-    """Bytes computed in memory: make() returns them; they go to offset."""
+    """Bytes computed in memory: make() returns them; they go to offset (a pair: the second array to offset2)."""
 
     name: str
     offset: int
     nbytes: int
-    make: Callable[[], np.ndarray]
+    make: Callable[[], np.ndarray | tuple[np.ndarray, ...]]
+    offset2: int = -1
 
 
 def split(copy: Copy, piece: int | None = None) -> Iterator[Copy]:
@@ -53,11 +54,18 @@ def _run(fd: int, piece: Copy | Chunk) -> int:
     if isinstance(piece, Copy):
         done = piece.copy(fd, piece.offset, piece.start, piece.nbytes)
     else:
-        view, done = np.ascontiguousarray(piece.make()).reshape(-1).view(np.uint8).data, 0
-        while done < view.nbytes:
-            done += os.pwrite(fd, view[done:], piece.offset + done)
+        made = piece.make()
+        arrays = made if isinstance(made, tuple) else (made,)
+        done = sum(_pwrite(fd, a, off) for a, off in zip(arrays, (piece.offset, piece.offset2), strict=False))
     if done != piece.nbytes:
         raise AssertionError(f"{piece.name}: wrote {done} bytes, planned {piece.nbytes}")
+    return done
+
+
+def _pwrite(fd: int, array: np.ndarray, offset: int) -> int:
+    view, done = np.ascontiguousarray(array).reshape(-1).view(np.uint8).data, 0
+    while done < view.nbytes:
+        done += os.pwrite(fd, view[done:], offset + done)
     return done
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from math import prod
+
 import numpy as np
 
 GGML_BLOCK_BYTES = 17      # block_mxfp4 = { uint8 e; uint8 qs[16]; }
@@ -11,22 +13,58 @@ GGML_BLOCK_BYTES = 17      # block_mxfp4 = { uint8 e; uint8 qs[16]; }
 #   GGML:         qs[j] holds element j in its low nibble and element j+16 in its high nibble.
 # The scale byte is the same E8M0 value in both (GGML stores doubled fp4 values and halves the scale).
 _LOW_NIBBLES = np.uint64(0x0F0F0F0F0F0F0F0F)
+_HIGH_NIBBLES = np.uint64(0xF0F0F0F0F0F0F0F0)
+_FOUR, _EIGHT = np.uint64(4), np.uint16(8)
 _GGML_BLOCK = np.dtype([("e", np.uint8), ("qs", "V16")])   # packed: itemsize 17
 
 
-def repack_hf_to_ggml(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """HF blocks [..., nb, 16] + scales [..., nb] -> GGML block_mxfp4 bytes [..., nb * 17]."""
+class Scratch:
+    """Buffers reused from one repack to the next (one per thread), so that large chunks do not fault in
+    fresh zeroed pages each time."""
+
+    def __init__(self) -> None:
+        self._bufs: dict[str, np.ndarray] = {}
+
+    def get(self, key: str, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+        """An uninitialised array of this shape and dtype, backed by the buffer named key."""
+        nbytes = prod(shape) * np.dtype(dtype).itemsize
+        buf = self._bufs.get(key)
+        if buf is None or buf.nbytes < nbytes:
+            buf = self._bufs[key] = np.empty(nbytes, dtype=np.uint8)
+        return buf[:nbytes].view(dtype).reshape(shape)
+
+
+def repack_hf_to_ggml(blocks: np.ndarray, scales: np.ndarray, scratch: Scratch | None = None,
+                      key: str = "out") -> np.ndarray:
+    """HF blocks [..., nb, 16] + scales [..., nb] -> GGML block_mxfp4 bytes [..., nb * 17].
+
+    blocks may be strided except along its last axis; with scratch, the result lives in its buffer `key`
+    (valid until the next call that uses that key)."""
     if blocks.shape[-1] != 16 or blocks.shape[:-1] != scales.shape:
         raise ValueError(f"MXFP4 blocks {blocks.shape} and scales {scales.shape} do not match")
+    scratch = scratch or Scratch()
+    if blocks.strides[-1] != 1:
+        blocks = np.ascontiguousarray(blocks)
     # Eight HF bytes at a time: byte k of `lo` holds elements 2k, 2k+1; byte k of `hi` holds 2k+16, 2k+17.
-    halves = np.ascontiguousarray(blocks).reshape(-1, 2, 8).view("<u8")[..., 0]
-    lo, hi = halves[:, 0], halves[:, 1]
-    even = (lo & _LOW_NIBBLES) | ((hi & _LOW_NIBBLES) << np.uint64(4))   # GGML qs[2k]
-    odd = ((lo >> np.uint64(4)) & _LOW_NIBBLES) | (hi & ~_LOW_NIBBLES)    # GGML qs[2k+1]
-    qs = np.empty((lo.size, 8, 2), dtype=np.uint8)
-    qs[..., 0] = even.astype("<u8", copy=False).view(np.uint8).reshape(-1, 8)
-    qs[..., 1] = odd.astype("<u8", copy=False).view(np.uint8).reshape(-1, 8)
-    out = np.empty(lo.size, dtype=_GGML_BLOCK)
+    words = blocks.view("<u8")
+    lo, hi = words[..., 0], words[..., 1]
+    shape, n = lo.shape, lo.size
+    even, odd, tmp = (scratch.get(k, shape, np.uint64) for k in ("even", "odd", "tmp"))
+    np.bitwise_and(lo, _LOW_NIBBLES, out=even)                       # GGML qs[2k]
+    np.bitwise_and(hi, _LOW_NIBBLES, out=tmp)
+    np.left_shift(tmp, _FOUR, out=tmp)
+    np.bitwise_or(even, tmp, out=even)
+    np.right_shift(lo, _FOUR, out=odd)                               # GGML qs[2k+1]
+    np.bitwise_and(odd, _LOW_NIBBLES, out=odd)
+    np.bitwise_and(hi, _HIGH_NIBBLES, out=tmp)
+    np.bitwise_or(odd, tmp, out=odd)
+    # Interleave the bytes: 16-bit lane k = qs[2k] | qs[2k+1] << 8 (little-endian).
+    qs, hi16 = scratch.get("qs", (n * 8,), np.uint16), scratch.get("hi16", (n * 8,), np.uint16)
+    np.copyto(qs, even.reshape(-1).view(np.uint8), casting="unsafe")
+    np.copyto(hi16, odd.reshape(-1).view(np.uint8), casting="unsafe")
+    np.left_shift(hi16, _EIGHT, out=hi16)
+    np.bitwise_or(qs, hi16, out=qs)
+    out = scratch.get(key, (n,), _GGML_BLOCK)
     out["e"] = scales.reshape(-1)
-    out["qs"] = qs.reshape(-1, 16).view("V16")[:, 0]
+    out["qs"] = qs.view("V16")
     return out.view(np.uint8).reshape(scales.shape[:-1] + (scales.shape[-1] * GGML_BLOCK_BYTES,))

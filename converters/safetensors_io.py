@@ -71,15 +71,19 @@ class SafetensorsFile:
         data = np.frombuffer(self._map(), dtype=dtype, count=prod(entry.shape), offset=entry.start)
         return data.reshape(entry.shape)
 
-    def read_rows(self, name: str, start: int = 0, count: int | None = None) -> np.ndarray:
-        """Rows [start, start+count) of the tensor's first axis, read into a fresh array (bounded memory)."""
+    def read_rows(self, name: str, start: int = 0, count: int | None = None,
+                  buffer: np.ndarray | None = None) -> np.ndarray:
+        """Rows [start, start+count) of the tensor's first axis, read into a fresh array (bounded memory), or into
+        the front of buffer (uint8, large enough), which the result then views."""
         entry = self.entries[name]
         dtype, size = DTYPES[entry.dtype]
         rows = entry.shape[0] if entry.shape else 1
         count = rows - start if count is None else min(count, rows - start)
         inner = entry.shape[1:] if entry.shape else ()
         row_bytes = prod(inner) * size
-        out = np.empty((count, *inner) if entry.shape else (), dtype=dtype)
+        shape = (count, *inner) if entry.shape else ()
+        out = np.empty(shape, dtype=dtype) if buffer is None \
+            else buffer[:prod(shape) * size].view(dtype).reshape(shape)
         fd = self._open()
         view = out.reshape(-1).view(np.uint8).data
         offset, done = entry.start + start * row_bytes, 0

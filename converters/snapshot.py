@@ -92,9 +92,10 @@ class Snapshot:
         """A source tensor as a zero-copy view of its mmapped shard."""
         return self.shards[self.weight_map[name]].array(name)
 
-    def read_rows(self, name: str, start: int = 0, count: int | None = None) -> np.ndarray:
-        """Rows [start, start+count) of a source tensor's first axis, read into memory."""
-        return self.shards[self.weight_map[name]].read_rows(name, start, count)
+    def read_rows(self, name: str, start: int = 0, count: int | None = None,
+                  buffer: np.ndarray | None = None) -> np.ndarray:
+        """Rows [start, start+count) of a source tensor's first axis, read into memory (into buffer when given)."""
+        return self.shards[self.weight_map[name]].read_rows(name, start, count, buffer)
 
     def copy_to(self, name: str, dst_fd: int, dst_offset: int, start: int = 0, nbytes: int | None = None) -> int:
         """Copy a source tensor's raw bytes (or the range [start, start+nbytes)) into another file at dst_offset."""
