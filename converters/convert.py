@@ -148,15 +148,11 @@ def _chunks(snap: Snapshot, t: PlannedTensor, offset: int, pair: tuple[PlannedTe
         blocks, scales = spec.source + "_blocks", spec.source + "_scales"
         experts = snap.entry(blocks).shape[0]
         size = t.nbytes // experts
+        selections = (rows,) if pair is None else (rows, pair[0].spec.rows)
         for e in range(experts):
-            if pair is None:
-                yield Chunk(t.name, offset + e * size, size,
-                            functools.partial(_expert_chunk, snap, blocks, scales, e, (rows,)))
-            else:
-                other, other_offset = pair
-                yield Chunk(t.name, offset + e * size, 2 * size,
-                            functools.partial(_expert_chunk, snap, blocks, scales, e, (rows, other.spec.rows)),
-                            other_offset + e * size)
+            yield Chunk(t.name, offset + e * size, len(selections) * size,
+                        functools.partial(_expert_chunk, snap, blocks, scales, e, selections),
+                        -1 if pair is None else pair[1] + e * size)
         return
     for start, count in _row_chunks(snap, spec.source):
         nbytes = tensor_nbytes(t.qtype, (count, *t.shape[1:]))
@@ -165,8 +161,7 @@ def _chunks(snap: Snapshot, t: PlannedTensor, offset: int, pair: tuple[PlannedTe
 
 
 def _row_bytes(snap: Snapshot, name: str) -> int:
-    entry = snap.entry(name)
-    return entry.nbytes // entry.shape[0]
+    return snap.entry(name).nbytes // snap.entry(name).shape[0]
 
 
 def _scratch() -> Scratch:
