@@ -56,6 +56,27 @@ def input_bytes(checkpoint: Path) -> int:
     return sum(p.stat().st_size for p in checkpoint.glob("*.safetensors"))
 
 
+def alternate_with_cp(checkpoint: Path, recipe: str, out: Path, copy_dir: Path, repeats: int
+                      ) -> tuple[list[dict], list[dict]]:
+    """`cp` of the shards and `gptoss quantize` of the checkpoint, alternating `repeats` times; each run's timing."""
+    shards = sorted(checkpoint.glob("*.safetensors"))
+    ours, cps = [], []
+    try:
+        for _ in range(repeats):
+            shutil.rmtree(copy_dir, ignore_errors=True)
+            copy_dir.mkdir()
+            cps.append(timed(["cp", *map(str, shards), str(copy_dir)], inputs=shards))
+            shutil.rmtree(copy_dir)
+            ours.append(timed([sys.executable, "-m", "gptoss_cli", "quantize", str(checkpoint), "--recipe", recipe,
+                               "-o", str(out), "--force"], inputs=shards))
+            ours[-1]["out_mb"] = round(out.stat().st_size / 1e6, 1)
+            out.unlink()
+    finally:
+        shutil.rmtree(copy_dir, ignore_errors=True)
+        out.unlink(missing_ok=True)
+    return ours, cps
+
+
 def run(checkpoint: Path, workdir: Path, recipes=("mxfp4", "f16", "bf16"), repeats: int = 5) -> dict:
     """Time every recipe with gptoss and with the peer, and `cp` of the same bytes, on the same input.
 
@@ -71,16 +92,7 @@ def run(checkpoint: Path, workdir: Path, recipes=("mxfp4", "f16", "bf16"), repea
     rows = []
     for recipe in recipes:
         out = workdir / f"gptoss-{recipe}.gguf"
-        ours, cps = [], []
-        for _ in range(repeats):
-            shutil.rmtree(copy_dir, ignore_errors=True)
-            copy_dir.mkdir()
-            cps.append(timed(["cp", *map(str, shards), str(copy_dir)], inputs=shards))
-            shutil.rmtree(copy_dir)
-            ours.append(timed([sys.executable, "-m", "gptoss_cli", "quantize", str(checkpoint), "--recipe", recipe,
-                               "-o", str(out), "--force"], inputs=shards))
-            ours[-1]["out_mb"] = round(out.stat().st_size / 1e6, 1)
-            out.unlink()
+        ours, cps = alternate_with_cp(checkpoint, recipe, out, copy_dir, repeats)
         ours_m, cp_m = median_of(ours), median_of(cps)
         peer_out = workdir / f"peer-{recipe}.gguf"
         peer = timed([sys.executable, str(script), str(checkpoint), "--outtype", PEER_OUTTYPE[recipe],

@@ -18,7 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from tests.bench.convert_bench import input_bytes, median_of, timed
+from tests.bench.convert_bench import alternate_with_cp, input_bytes, median_of
 
 LAYERS = 24
 
@@ -100,22 +100,8 @@ def run(slice_dir: Path, workdir: Path, recipe: str = "bf16", repeats: int = 3) 
     if not (workdir / "full20b" / "config.json").exists() and shutil.disk_usage(workdir).free < need:
         return {"skipped": f"needs {need / 1e9:.0f} GB free in {workdir}"}
     ckpt = full_checkpoint(slice_dir, workdir / "full20b")
-    shards = sorted(ckpt.glob("*.safetensors"))
     out, copy_dir = workdir / f"full20b-{recipe}.gguf", workdir / "cp"
-    ours, cps = [], []
-    try:
-        for _ in range(repeats):
-            shutil.rmtree(copy_dir, ignore_errors=True)
-            copy_dir.mkdir()
-            cps.append(timed(["cp", *map(str, shards), str(copy_dir)], inputs=shards))
-            shutil.rmtree(copy_dir)
-            ours.append(timed([sys.executable, "-m", "gptoss_cli", "quantize", str(ckpt), "--recipe", recipe,
-                               "-o", str(out), "--force"], inputs=shards))
-            ours[-1]["out_mb"] = round(out.stat().st_size / 1e6, 1)
-            out.unlink()
-    finally:
-        shutil.rmtree(copy_dir, ignore_errors=True)
-        out.unlink(missing_ok=True)
+    ours, cps = alternate_with_cp(ckpt, recipe, out, copy_dir, repeats)
     o, c = median_of(ours), median_of(cps)
     return {"recipe": recipe, "input_mb": round(input_bytes(ckpt) / 1e6, 1), "gptoss": o, "cp": c,
             "ratio_vs_cp": round(o["seconds"] / c["seconds"], 2), "goal": "<= 1.5x cp, peak RSS <= 1.5 GB"}
