@@ -67,6 +67,17 @@ def _slice_gguf(out: Path) -> Path:
     return gguf
 
 
+def _fixture_gguf(out: Path, preset: str, name: str) -> Path:
+    """The `mxfp4` GGUF of a random fixture checkpoint (`preset`), generated once as out/<name>-mxfp4.gguf."""
+    from converters.convert import convert_checkpoint
+    from converters.fixture import write_checkpoint
+
+    gguf = out / f"{name}-mxfp4.gguf"
+    if not gguf.exists():
+        convert_checkpoint(write_checkpoint(out / name, preset, seed=0, force=True), gguf, "mxfp4", force=True)
+    return gguf
+
+
 def bench_chat(out: Path) -> dict:
     gguf = _slice_gguf(out)
     console.print("[bold]chat: gptoss chat -p vs llama.cpp, each with its defaults (slice GGUF)")
@@ -105,13 +116,8 @@ def bench_rpc(out: Path) -> dict:
 
 
 def bench_serve(out: Path) -> dict:
-    from converters.convert import convert_checkpoint
-    from converters.fixture import write_checkpoint
 
-    fixture = out / "fixture6-mxfp4.gguf"
-    if not fixture.exists():
-        convert_checkpoint(write_checkpoint(out / "fixture6", "tiny6", seed=0, force=True), fixture, "mxfp4",
-                           force=True)
+    fixture = _fixture_gguf(out, "tiny6", "fixture6")
     console.print("[bold]serve: gptoss serve vs llama-server -np 8 and llama-cpp-python's server, "
                   "64 tokens per stream (fixture, then slice)")
     result = {name: _optional("serve_bench", lambda m, gguf=gguf: m.run(gguf, workdir=out))
@@ -153,13 +159,8 @@ def bench_prune_stats(out: Path) -> dict:
 
 
 def bench_constrain(out: Path) -> dict:
-    from converters.convert import convert_checkpoint
-    from converters.fixture import write_checkpoint
 
-    fixture = out / "fixture-mxfp4.gguf"
-    if not fixture.exists():
-        convert_checkpoint(write_checkpoint(out / "fixture", "tiny", seed=0, force=True), fixture, "mxfp4",
-                           force=True)
+    fixture = _fixture_gguf(out, "tiny", "fixture")
     console.print("[bold]constrain: sampling cost per token over the 201k vocabulary, free vs llguidance vs "
                   "the former GBNF path (fixture, suite schemas)")
     result = _optional("constrain_bench", lambda m: m.run(fixture))
