@@ -106,10 +106,11 @@ def llama_tools_threads() -> int:
     return math_threads()
 
 
-def _bare_once(gguf: Path, prompt_text: str, tokens: int, ctx: int, seed: int) -> dict:
+def _bare_once(gguf: Path, prompt_text: str, tokens: int, ctx: int, seed: int, env: dict) -> dict:
+    """One bare-loop process; `env` refuses it AMX like llama.cpp's tools (it has no loader avoiding AMX's path)."""
     cmd = [sys.executable, "-m", "tests.bench.chat_bench", str(gguf), "--bare", "--tokens", str(tokens),
            "--ctx", str(ctx), "--seed", str(seed)]
-    r = subprocess.run(cmd, cwd=ROOT, input=prompt_text, capture_output=True, text=True, timeout=900)
+    r = subprocess.run(cmd, cwd=ROOT, input=prompt_text, capture_output=True, text=True, timeout=900, env=env)
     if r.returncode != 0:
         raise RuntimeError(f"bare loop failed ({r.returncode}): {r.stderr.strip()[-500:]}")
     return json.loads(r.stdout)
@@ -141,13 +142,15 @@ def run(gguf: Path, tokens: int = 256, repeats: int = 5, ctx: int = 4096, seed: 
     """Decode tokens/s and time to first token of `gptoss chat -p` vs llama.cpp's defaults, and the ratios."""
     from gptoss_cli.engine import harmony
     from gptoss_cli.engine.session import Session
+    from tests.bench.llama_tools import tool_env
 
     prompt_text = Session(n_ctx=ctx).render(PROMPT)
     ours_runs, bare_runs, lb_runs, lb_skipped = [], [], [], None
-    _bare_once(Path(gguf), prompt_text, 4, ctx, seed)  # warm-up: the file is in the page cache
+    bare_env = tool_env(workdir or ROOT / "bench-out")
+    _bare_once(Path(gguf), prompt_text, 4, ctx, seed, bare_env)  # warm-up: the file is in the page cache
     for _ in range(repeats):  # interleaved, so load changes on the machine hit every side alike
         ours_runs.append(_gptoss_once(Path(gguf), tokens, ctx, seed))
-        bare_runs.append(_bare_once(Path(gguf), prompt_text, tokens, ctx, seed))
+        bare_runs.append(_bare_once(Path(gguf), prompt_text, tokens, ctx, seed, bare_env))
         if workdir is not None and lb_skipped is None:
             try:
                 lb_runs.append(llama_bench(Path(gguf), workdir, tokens, int(bare_runs[-1]["prompt_tokens"]), 1))
