@@ -29,7 +29,7 @@ export CMAKE_ARGS
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml converters/_repack.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m gptoss_cli.engine.ggml $(LLAMA_BACKENDS) 2>/dev/null || \

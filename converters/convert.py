@@ -6,7 +6,7 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +22,7 @@ from converters.disk import free_bytes
 from converters.errors import OutputError
 from converters.ggml_kernels import bf16_to_f32, quantize_rows
 from converters.gguf_meta import FastGGUFWriter, write_metadata
-from converters.mxfp4 import Scratch, repack_hf_to_ggml
+from converters.mxfp4 import Scratch, repack_rows
 from converters.recipes import Recipe, get_recipe
 from converters.snapshot import Snapshot
 from converters.tensor_map import EVEN, MXFP4, ODD, OutSpec, output_specs
@@ -176,8 +176,7 @@ def _expert_chunk(snap: Snapshot, blocks: str, scales: str, expert: int, selecti
     scratch = _scratch()
     b = snap.read_rows(blocks, expert, 1, scratch.get("blocks", (_row_bytes(snap, blocks),), np.uint8))[0]
     s = snap.read_rows(scales, expert, 1, scratch.get("scales", (_row_bytes(snap, scales),), np.uint8))[0]
-    out = tuple(repack_hf_to_ggml(b[rows or slice(None)], s[rows or slice(None)], scratch, f"out{i}")
-                for i, rows in enumerate(selections))
+    out = tuple(repack_rows(b, s, rows, scratch, f"out{i}") for i, rows in enumerate(selections))
     return out if len(out) > 1 else out[0]
 
 
@@ -270,7 +269,7 @@ def _write(snap: Snapshot, rec: Recipe, vocab: Vocab, planned: list[PlannedTenso
     converted: list[tuple[PlannedTensor, int]] = []
     for t in planned:
         if _is_raw_copy(snap, t):
-            copies += split(Copy(t.name, offset, t.nbytes, _copier(snap, t.spec.source)))
+            copies += split(Copy(t.name, offset, t.nbytes, *snap.locate(t.spec.source)))
         else:
             converted.append((t, offset))
         offset += gguf.GGUFWriter.ggml_pad(t.nbytes, writer.data_alignment)
@@ -294,8 +293,3 @@ def _paired(converted: list[tuple[PlannedTensor, int]]
             yield t, start, odd[t.spec.source]
         elif not (t.spec.kind == MXFP4 and t.spec.rows == ODD and t.spec.source in evens):
             yield t, start, None
-
-
-def _copier(snap: Snapshot, source: str) -> Callable[[int, int, int, int], int]:
-    """A Copy's callable: bytes of the source tensor into fd at offset, in the kernel."""
-    return lambda fd, offset, start, nbytes: snap.copy_to(source, fd, offset, start, nbytes)

@@ -1,10 +1,10 @@
-"""Fill a GGUF's data section at fixed offsets: kernel copies and converted chunks run at the same time.
+"""Fill a GGUF's data section at fixed offsets: copies of unchanged bytes and converted chunks at the same time.
 
 Every piece knows its byte offset before any data moves (the tensor infos fix them), so pieces need no
-ordering: one thread pool takes both kinds, copies of unchanged bytes done file-to-file in the kernel
-(copy_file_range) and chunks converted in memory and written with pwrite, mixed in proportion to their
-bytes so that both cores stay busy to the end. Memory stays bounded by the pieces in flight; padding
-between tensors is the zero-filled hole left by ftruncate.
+ordering: one thread pool takes both kinds, copies of unchanged bytes from their source file and chunks
+converted in memory, mixed in proportion to their bytes so that both cores stay busy to the end. Both go
+through a Sink (converters/sink.py: whole pages with O_DIRECT, the rest buffered). Memory stays bounded by
+the pieces in flight; padding between tensors is the zero-filled hole left by ftruncate.
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
+
+from converters.sink import Sink
 
 Progress = Callable[[int, int, str], None]      # (bytes done now, total bytes, tensor name)
 COPY_PIECE = 128 << 20                          # unchanged tensors are copied in pieces of this many bytes
@@ -22,13 +25,14 @@ COPY_PIECE = 128 << 20                          # unchanged tensors are copied i
 
 @dataclass(frozen=True)
 class Copy:
-    """Unchanged bytes: copy(fd, offset, start, nbytes) copies the tensor's bytes [start, start+nbytes)."""
+    """Unchanged bytes: nbytes of the file `source` (open as src_fd) from byte src, to the output at offset."""
 
     name: str
     offset: int
     nbytes: int
-    copy: Callable[[int, int, int, int], int]
-    start: int = 0
+    src_fd: int
+    src: int
+    source: Path
 
 
 @dataclass(frozen=True)
@@ -47,25 +51,19 @@ def split(copy: Copy, piece: int | None = None) -> Iterator[Copy]:
     piece = piece or COPY_PIECE
     for start in range(0, copy.nbytes, piece):
         n = min(piece, copy.nbytes - start)
-        yield Copy(copy.name, copy.offset + start, n, copy.copy, copy.start + start)
+        yield replace(copy, offset=copy.offset + start, nbytes=n, src=copy.src + start)
 
 
-def _run(fd: int, piece: Copy | Chunk) -> int:
+def _run(sink: Sink, piece: Copy | Chunk) -> int:
     if isinstance(piece, Copy):
-        done = piece.copy(fd, piece.offset, piece.start, piece.nbytes)
+        done = sink.copy(piece.src_fd, piece.src, piece.nbytes, piece.offset, piece.source)
     else:
         made = piece.make()
         arrays = made if isinstance(made, tuple) else (made,)
-        done = sum(_pwrite(fd, a, off) for a, off in zip(arrays, (piece.offset, piece.offset2), strict=False))
+        done = sum(sink.write(np.ascontiguousarray(a).reshape(-1).view(np.uint8).data, off)
+                   for a, off in zip(arrays, (piece.offset, piece.offset2), strict=False))
     if done != piece.nbytes:
         raise AssertionError(f"{piece.name}: wrote {done} bytes, planned {piece.nbytes}")
-    return done
-
-
-def _pwrite(fd: int, array: np.ndarray, offset: int) -> int:
-    view, done = np.ascontiguousarray(array).reshape(-1).view(np.uint8).data, 0
-    while done < view.nbytes:
-        done += os.pwrite(fd, view[done:], offset + done)
     return done
 
 
@@ -88,16 +86,18 @@ def interleave(copies: list[Copy], chunks: Iterable[Chunk], chunk_bytes: int) ->
 
 
 def write_pieces(fd: int, end: int, pieces: Iterable[Copy | Chunk], *, workers: int,
-                 progress: Progress | None = None, total: int = 0) -> None:
-    """Write every piece to fd, whose data section ends at byte `end`; at most 2 x workers pieces in flight."""
+                 progress: Progress | None = None, total: int = 0, direct: bool = True) -> None:
+    """Write every piece to fd, whose data section ends at byte `end`; at most 2 x workers pieces in flight.
+
+    direct: whole pages go with O_DIRECT where the filesystem takes it (converters/sink.py)."""
     os.ftruncate(fd, end)
     names: dict[Future, str] = {}
-    with ThreadPoolExecutor(workers, thread_name_prefix="gguf-write") as pool:
+    with Sink(fd, direct) as sink, ThreadPoolExecutor(workers, thread_name_prefix="gguf-write") as pool:
         try:
             for piece in pieces:
                 while len(names) >= 2 * workers:
                     _settle(names, wait(names, return_when=FIRST_COMPLETED).done, progress, total)
-                names[pool.submit(_run, fd, piece)] = piece.name
+                names[pool.submit(_run, sink, piece)] = piece.name
             while names:
                 _settle(names, wait(names, return_when=FIRST_COMPLETED).done, progress, total)
         except BaseException:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from math import prod
 
 import numpy as np
+
+_kernel: Callable[[np.ndarray, np.ndarray, np.ndarray, int, int, int], None] | None
+try:
+    from converters._repack import repack as _kernel  # built from _repack.c at install; optional
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _kernel = None
 
 GGML_BLOCK_BYTES = 17      # block_mxfp4 = { uint8 e; uint8 qs[16]; }
 
@@ -53,6 +60,26 @@ def repack_hf_to_ggml(blocks: np.ndarray, scales: np.ndarray, scratch: Scratch |
     for r in range(0, out.shape[0], step):
         _repack_tile(rows_blocks[r:r + step], rows_scales[r:r + step], out[r:r + step], scratch)
     return out.view(np.uint8).reshape(scales.shape[:-1] + (scales.shape[-1] * GGML_BLOCK_BYTES,))
+
+
+def repack_rows(blocks: np.ndarray, scales: np.ndarray, rows: slice | None, scratch: Scratch,
+                key: str = "out") -> np.ndarray:
+    """Rows `rows` of one expert's HF blocks [R, nb, 16] and scales [R, nb] -> GGML bytes [n, nb * 17] in scratch.
+
+    Uses the compiled kernel when it is built and the inputs are contiguous, else repack_hf_to_ggml."""
+    rows = rows or slice(None)
+    if _kernel is None or not (blocks.flags.c_contiguous and scales.flags.c_contiguous) or blocks.ndim != 3:
+        return repack_hf_to_ggml(blocks[rows], scales[rows], scratch, key)
+    if blocks.shape[2] != 16 or blocks.shape[:2] != scales.shape:
+        raise ValueError(f"MXFP4 blocks {blocks.shape} and scales {scales.shape} do not match")
+    first, _, step = rows.indices(scales.shape[0])
+    n, nb = len(range(scales.shape[0])[rows]), scales.shape[1]
+    out = scratch.get(key, (n, nb * GGML_BLOCK_BYTES), np.uint8)
+    if n and step > 0:
+        _kernel(blocks, scales, out, nb, first, step)
+    elif n:
+        return repack_hf_to_ggml(blocks[rows], scales[rows], scratch, key)
+    return out
 
 
 def _repack_tile(blocks: np.ndarray, scales: np.ndarray, out: np.ndarray, scratch: Scratch) -> None:

@@ -1,4 +1,4 @@
-"""Write a planned pruned GGUF: the header once, then every kept byte run copied file-to-file in the kernel.
+"""Write a planned pruned GGUF: the header once, then every kept byte run copied (converters/sink.py).
 
 The file is `<name>.partial` until every byte is in place, then renamed; any failure or Ctrl-C removes it.
 Runs go to a thread pool in file order (data_writer.write_pieces), so memory stays flat whatever the size.
@@ -17,37 +17,12 @@ from converters.prune import PrunePlan
 WORKERS = 4
 
 
-def _copier(src_fd: int, path: Path):
-    """A Copy callable: bytes [src+start, +nbytes) of the source into fd at offset (copy_file_range, else pread)."""
-
-    def make(src: int):
-        def copy(fd: int, offset: int, start: int, nbytes: int) -> int:
-            done = 0
-            try:
-                while done < nbytes:
-                    n = os.copy_file_range(src_fd, fd, nbytes - done, src + start + done, offset + done)
-                    if n <= 0:
-                        raise BadInputError(path, "the file ended early; it is truncated", "Re-create it")
-                    done += n
-            except OSError:     # no in-kernel copy between these files: through memory
-                while done < nbytes:
-                    data = os.pread(src_fd, min(nbytes - done, 1 << 26), src + start + done)
-                    if not data:
-                        raise BadInputError(path, "the file ended early; it is truncated", "Re-create it") from None
-                    done += os.pwrite(fd, data, offset + done)
-            return done
-        return copy
-
-    return make
-
-
 def pieces(plan: PrunePlan, src_fd: int) -> list[Copy]:
     """Every run of the plan as Copy pieces of bounded size, in output order."""
-    make = _copier(src_fd, plan.source.path)
     out: list[Copy] = []
     for t in plan.tensors:
         for run in t.runs:
-            out += split(Copy(t.name, run.dst, run.nbytes, make(run.src)))
+            out += split(Copy(t.name, run.dst, run.nbytes, src_fd, run.src, plan.source.path))
     return out
 
 

@@ -94,25 +94,9 @@ class SafetensorsFile:
             done += n
         return out
 
-    def copy_to(self, name: str, dst_fd: int, dst_offset: int, start: int = 0, nbytes: int | None = None) -> int:
-        """Copy bytes [start, start+nbytes) of the tensor to dst_fd at dst_offset, in the kernel; bytes copied."""
-        entry = self.entries[name]
-        nbytes = entry.nbytes - start if nbytes is None else nbytes
-        src_fd, src = self._open(), entry.start + start
-        done = 0
-        try:
-            while done < nbytes:
-                n = os.copy_file_range(src_fd, dst_fd, nbytes - done, src + done, dst_offset + done)
-                if n <= 0:
-                    raise _fail(self.path, f"tensor {name!r}: file ended early; it is truncated")
-                done += n
-        except OSError:  # no in-kernel copy across these files: go through memory
-            while done < nbytes:
-                data = os.pread(src_fd, min(nbytes - done, 1 << 26), src + done)
-                if not data:
-                    raise _fail(self.path, f"tensor {name!r}: file ended early; it is truncated") from None
-                done += os.pwrite(dst_fd, data, dst_offset + done)
-        return done
+    def locate(self, name: str) -> tuple[int, int, Path]:
+        """An open descriptor of this file, the offset of the tensor's first byte in it, and the file's path."""
+        return self._open(), self.entries[name].start, self.path
 
     def _open(self) -> int:
         if self._fd is None:

@@ -97,9 +97,9 @@ class Snapshot:
         """Rows [start, start+count) of a source tensor's first axis, read into memory (into buffer when given)."""
         return self.shards[self.weight_map[name]].read_rows(name, start, count, buffer)
 
-    def copy_to(self, name: str, dst_fd: int, dst_offset: int, start: int = 0, nbytes: int | None = None) -> int:
-        """Copy a source tensor's raw bytes (or the range [start, start+nbytes)) into another file at dst_offset."""
-        return self.shards[self.weight_map[name]].copy_to(name, dst_fd, dst_offset, start, nbytes)
+    def locate(self, name: str) -> tuple[int, int, Path]:
+        """Where a source tensor's bytes are: an open descriptor of its shard, their first byte, the shard's path."""
+        return self.shards[self.weight_map[name]].locate(name)
 
     def input_bytes(self) -> int:
         """Total bytes of all tensor data in the shards."""
