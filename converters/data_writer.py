@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.sink import Sink
+from converters.sink import Sink, worth_direct
 
 Progress = Callable[[int, int, str], None]      # (bytes done now, total bytes, tensor name)
 COPY_PIECE = 128 << 20                          # unchanged tensors are copied in pieces of this many bytes
@@ -86,11 +86,13 @@ def interleave(copies: list[Copy], chunks: Iterable[Chunk], chunk_bytes: int) ->
 
 
 def write_pieces(fd: int, end: int, pieces: Iterable[Copy | Chunk], *, workers: int,
-                 progress: Progress | None = None, total: int = 0, direct: bool = True) -> None:
+                 progress: Progress | None = None, total: int = 0, direct: bool | None = None) -> None:
     """Write every piece to fd, whose data section ends at byte `end`; at most 2 x workers pieces in flight.
 
-    direct: whole pages go with O_DIRECT where the filesystem takes it (converters/sink.py)."""
+    direct: whole pages go with O_DIRECT where the filesystem takes it (converters/sink.py); None decides by the
+    file's size (sink.worth_direct)."""
     os.ftruncate(fd, end)
+    direct = worth_direct(end) if direct is None else direct
     names: dict[Future, str] = {}
     with Sink(fd, direct) as sink, ThreadPoolExecutor(workers, thread_name_prefix="gguf-write") as pool:
         try:

@@ -1,16 +1,16 @@
-"""The output file of a writer: whole pages with O_DIRECT where the filesystem takes it, the rest buffered.
+"""The output file of a writer: whole pages with O_DIRECT for files beyond the page cache's reach, else buffered.
 
-A buffered write copies every byte into freshly allocated page-cache pages and is throttled once the dirty
-pages pass the kernel's limit; on a file larger than the page cache that copy is most of the work, and
-Linux serialises buffered writes to one file on its inode lock, so it runs on one core however many
-threads write. With O_DIRECT the bytes go from a reused buffer to the disk, and the page cache keeps the
-input instead of the output.
+A buffered write copies every byte into page-cache pages, and once the dirty pages pass the kernel's limit
+the writer is throttled to the disk's speed on top of that copy; Linux also serialises buffered writes to
+one file on its inode lock (writers here take a lock of their own instead of spinning on it). For a file
+beyond that limit (worth_direct) O_DIRECT sends the bytes from a reused buffer straight to the disk, and
+the page cache keeps the input instead of the output.
 
 O_DIRECT needs the file offset, the length and the memory address aligned to the device's logical block
 (512 or 4096 bytes): each piece's whole 4 KiB pages inside its byte range go direct, staged through a
 page-aligned buffer, and its unaligned ends (less than a page each) go through the page cache. No page is
 written both ways, so pieces may be written in any order by any thread. Where the filesystem refuses
-O_DIRECT (tmpfs, some network filesystems) or a platform lacks it, everything is buffered.
+O_DIRECT, or a platform lacks it, everything is buffered.
 """
 
 from __future__ import annotations
@@ -26,6 +26,21 @@ from converters.errors import BadInputError
 PAGE = 4096                 # alignment of direct writes: a multiple of every common logical block size
 WINDOW = 8 << 20            # bytes staged and written per direct write (per thread)
 _REFUSED = (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP)
+
+
+def worth_direct(nbytes: int) -> bool:
+    """Whether a file of nbytes is better written with O_DIRECT: when it is larger than the kernel's dirty-page
+    limit (vm.dirty_bytes, else vm.dirty_ratio percent of available memory), past which buffered writes are
+    throttled to the disk's speed anyway. Smaller files are written at memory speed and stay in the page cache."""
+    try:
+        limit = int(Path("/proc/sys/vm/dirty_bytes").read_text())
+        if not limit:
+            ratio = int(Path("/proc/sys/vm/dirty_ratio").read_text())
+            meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+            limit = ratio * int(meminfo["MemAvailable"].split()[0]) * 1024 // 100
+    except (OSError, ValueError, KeyError):
+        return False
+    return nbytes > limit
 
 
 def _open_direct(fd: int) -> int | None:
@@ -46,6 +61,7 @@ class Sink:
         self.direct_fd = _open_direct(fd) if direct else None
         self.direct = self.direct_fd is not None      # False once the device refuses an aligned write
         self._local = threading.local()
+        self._lock = threading.Lock()
 
     def __enter__(self) -> Sink:
         return self
@@ -64,15 +80,22 @@ class Sink:
         def fill(a: int, b: int, buf: mmap.mmap) -> None:
             buf[:b - a] = data[a:b]
 
-        return self._put(len(data), offset, fill, lambda a, b: _pwrite(self.fd, data[a:b], offset + a))
+        def buffered(a: int, b: int) -> int:
+            with self._lock:
+                return _pwrite(self.fd, data[a:b], offset + a)
+
+        return self._put(len(data), offset, fill, buffered)
 
     def copy(self, src_fd: int, src: int, nbytes: int, offset: int, source: Path) -> int:
         """Copy nbytes of src_fd from byte src to offset; source names the file in the error if it ends early."""
         def fill(a: int, b: int, buf: mmap.mmap) -> None:
             _pread_exact(src_fd, memoryview(buf)[:b - a], src + a, source)
 
-        return self._put(nbytes, offset, fill, lambda a, b: _copy_buffered(src_fd, src + a, b - a, self.fd,
-                                                                           offset + a, source))
+        def buffered(a: int, b: int) -> int:
+            with self._lock:
+                return _copy_buffered(src_fd, src + a, b - a, self.fd, offset + a, source)
+
+        return self._put(nbytes, offset, fill, buffered)
 
     def _put(self, n: int, offset: int, fill, buffered) -> int:
         """Bytes [0, n) of a piece at offset: the aligned middle staged by fill(a, b, buf) and written direct,

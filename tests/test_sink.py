@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from converters import data_writer
 from converters import sink as sink_mod
 from converters.convert import convert_checkpoint
 from converters.errors import BadInputError
@@ -159,8 +160,16 @@ def test_a_source_that_ends_early_is_named(tmp_path):
 
 
 def test_conversion_is_the_same_file_with_and_without_direct_io(tiny_checkpoint, tmp_path, monkeypatch):
+    buffered = convert_checkpoint(tiny_checkpoint, tmp_path / "b.gguf", recipe="bf16").path   # small: buffered
     monkeypatch.setattr(sink_mod, "WINDOW", 5 * PAGE)
+    monkeypatch.setattr(data_writer, "worth_direct", lambda nbytes: True)   # as for a file beyond the dirty limit
     direct = convert_checkpoint(tiny_checkpoint, tmp_path / "a.gguf", recipe="bf16").path
-    _refuse_direct_opens(monkeypatch)
-    buffered = convert_checkpoint(tiny_checkpoint, tmp_path / "b.gguf", recipe="bf16").path
     assert direct.read_bytes() == buffered.read_bytes()
+
+
+@pytest.mark.skipif(not Path("/proc/sys/vm/dirty_ratio").exists(), reason="Linux's dirty-page limit")
+def test_files_beyond_the_dirty_page_limit_go_direct():
+    meminfo = Path("/proc/meminfo").read_text()
+    total = int(meminfo.split("MemTotal:")[1].split()[0]) * 1024
+    assert sink_mod.worth_direct(total)               # a file as large as the memory: throttled if buffered
+    assert not sink_mod.worth_direct(64 << 20)        # a small one is written at memory speed
