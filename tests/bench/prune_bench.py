@@ -120,9 +120,10 @@ def llama_tools_load(slice_gguf: Path, workdir: Path, tools: Path) -> dict:
     pruned = write_pruned(plan_prune(src, first_kept(src, 24), "reap", 0), workdir / "slice-24e.gguf", force=True)
     env = tool_env(tools)
     try:
+        # the random model's 8 tokens need not be valid UTF-8
         proc = subprocess.run([str(cli), "-m", str(pruned), "-p", "Hello", "-n", "8", "-no-cnv", "--no-warmup",
-                               "-c", "512"], capture_output=True, text=True, timeout=600, check=False, env=env,
-                              stdin=subprocess.DEVNULL)
+                               "-c", "512"], capture_output=True, text=True, errors="replace", timeout=600,
+                              check=False, env=env, stdin=subprocess.DEVNULL)
         runs = re.search(r"eval time =.*/\s*(\d+) runs", proc.stderr)
         return {"llama_completion": {"returncode": proc.returncode, "tokens_generated": int(runs[1]) if runs else None},
                 "llama_server": server_answers(server, pruned, env)}
@@ -142,7 +143,8 @@ def server_answers(server: Path, gguf: Path, env: dict) -> dict:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([str(server), "-m", str(gguf), "--port", str(port), "-c", "512"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            errors="replace")
     try:
         end = time.monotonic() + 300
         while time.monotonic() < end and proc.poll() is None:
