@@ -16,9 +16,11 @@ O_DIRECT, or a platform lacks it, everything is buffered.
 from __future__ import annotations
 
 import errno
+import functools
 import mmap
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from converters.errors import BadInputError
@@ -97,7 +99,8 @@ class Sink:
 
         return self._put(nbytes, offset, fill, buffered)
 
-    def _put(self, n: int, offset: int, fill, buffered) -> int:
+    def _put(self, n: int, offset: int, fill: Callable[[int, int, mmap.mmap], None],
+             buffered: Callable[[int, int], int]) -> int:
         """Bytes [0, n) of a piece at offset: the aligned middle staged by fill(a, b, buf) and written direct,
         the ends (or everything, without direct I/O) by buffered(a, b); a and b are positions in the piece."""
         head = -offset % PAGE
@@ -109,12 +112,12 @@ class Sink:
             b = min(a + WINDOW, middle_end)
             buf = self._staging()
             fill(a, b, buf)
-            done += self._direct(buf, b - a, offset + a, lambda a=a, b=b: buffered(a, b))
+            done += self._direct(buf, b - a, offset + a, functools.partial(buffered, a, b))
         if middle_end < n:
             done += buffered(middle_end, n)
         return done
 
-    def _direct(self, buf: mmap.mmap, n: int, at: int, fallback) -> int:
+    def _direct(self, buf: mmap.mmap, n: int, at: int, fallback: Callable[[], int]) -> int:
         if not self.direct or self.direct_fd is None:
             return fallback()
         try:
