@@ -68,17 +68,16 @@ def repack_rows(blocks: np.ndarray, scales: np.ndarray, rows: slice | None, scra
 
     Uses the compiled kernel when it is built and the inputs are contiguous, else repack_hf_to_ggml."""
     rows = rows or slice(None)
-    if _kernel is None or not (blocks.flags.c_contiguous and scales.flags.c_contiguous) or blocks.ndim != 3:
+    first, _, step = rows.indices(scales.shape[0])
+    contiguous = blocks.flags.c_contiguous and scales.flags.c_contiguous and blocks.ndim == 3
+    if _kernel is None or not contiguous or step < 0:
         return repack_hf_to_ggml(blocks[rows], scales[rows], scratch, key)
     if blocks.shape[2] != 16 or blocks.shape[:2] != scales.shape:
         raise ValueError(f"MXFP4 blocks {blocks.shape} and scales {scales.shape} do not match")
-    first, _, step = rows.indices(scales.shape[0])
     n, nb = len(range(scales.shape[0])[rows]), scales.shape[1]
     out = scratch.get(key, (n, nb * GGML_BLOCK_BYTES), np.uint8)
-    if n and step > 0:
+    if n:
         _kernel(blocks, scales, out, nb, first, step)
-    elif n:
-        return repack_hf_to_ggml(blocks[rows], scales[rows], scratch, key)
     return out
 
 
